@@ -1,0 +1,45 @@
+"""The ``lrdist-jax`` command line.
+
+Every module ``lrdist_jax/cli/_<name>.py`` defines one subcommand through
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int`` as default.
+Errors a user can fix raise :class:`CLIError`: the message goes to stderr and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+
+class CLIError(Exception):
+    """A problem with the user's input: printed as ``error: <message>``, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrdist-jax",
+        description="Layer-group learning-rate distributions for fine-tuning Transformers in JAX.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") and not info.name.startswith("__"):
+            importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (0 ok, 1 check failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
