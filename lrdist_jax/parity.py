@@ -44,7 +44,9 @@ def compare_with_torch(model_dir: str | os.PathLike) -> dict[str, float]:
         torch_model = TorchBertModel.from_pretrained(str(path)).eval()
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"transformers cannot load {path}: {e}") from e
-    ids, mask, types = parity_batch(config.vocab_size, length=min(16, config.max_position_embeddings))
+    ids, mask, types = parity_batch(
+        config.vocab_size, length=min(16, config.max_position_embeddings)
+    )
     with torch.no_grad():
         ref = torch_model(
             input_ids=torch.from_numpy(ids),

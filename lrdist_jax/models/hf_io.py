@@ -105,10 +105,10 @@ def _read_state_dict(model_dir: pathlib.Path) -> tuple[dict[str, np.ndarray], pa
             sd = torch.load(str(f), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{f}: cannot read PyTorch checkpoint ({e}).") from e
-        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}, f
-    raise FileNotFoundError(
-        f"{model_dir}: no weights file; expected one of {list(_WEIGHT_FILES)}."
-    )
+        return {
+            k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()
+        }, f
+    raise FileNotFoundError(f"{model_dir}: no weights file; expected one of {list(_WEIGHT_FILES)}.")
 
 
 def torch_state_to_flax(state_dict: Mapping[str, Any]) -> dict[str, Any]:
