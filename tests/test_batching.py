@@ -45,6 +45,37 @@ def test_tokenize_shapes_and_padding(tok, rte):
     assert arr["lengths"].max() <= 128
 
 
+class _CallOnly:
+    """A tokenizer exposing only ``__call__`` (forces the generic, non-Rust path)."""
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __call__(self, *args, **kwargs):
+        return self._tok(*args, **kwargs)
+
+
+@pytest.mark.parametrize("task,max_length", [("rte", 64), ("sst2", 12)])
+def test_tokenize_matches_hf_call(tok, task, max_length):
+    ex = load_glue(task, "dev").head(40)
+    before = (tok.backend_tokenizer.padding, tok.backend_tokenizer.truncation)
+    ours = tokenize(tok, ex, max_length=max_length)
+    assert (tok.backend_tokenizer.padding, tok.backend_tokenizer.truncation) == before
+    generic = tokenize(_CallOnly(tok), ex, max_length=max_length)
+    ref = tok(
+        ex.text_a,
+        ex.text_b,
+        max_length=max_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="np",
+    )
+    for arr in (ours, generic):
+        for k in ("input_ids", "attention_mask", "token_type_ids"):
+            np.testing.assert_array_equal(arr[k], ref[k])
+    assert ours["lengths"].max() == max_length  # truncation happened
+
+
 def test_tokenize_single_sentence_truncates(tok):
     ex = load_glue("sst2", "dev").head(20)
     arr = tokenize(tok, ex, max_length=16)

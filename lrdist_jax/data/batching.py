@@ -15,6 +15,7 @@ dataset order of the Kenneweg et al. code (METHODS.md 1.3: no DataLoader, no shu
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from itertools import chain
 
 import numpy as np
 
@@ -45,22 +46,56 @@ def tokenize(tokenizer, examples: Examples, *, max_length: int = 128) -> dict[st
     if len(examples) == 0:
         empty = np.zeros((0, max_length), np.int32)
         return {k: empty.copy() for k in _ARRAY_KEYS} | {"lengths": np.zeros((0,), np.int32)}
-    enc = tokenizer(
-        examples.text_a,
-        examples.text_b,
-        max_length=max_length,
-        truncation=True,
-        padding="max_length",
-        return_attention_mask=True,
-        return_token_type_ids=True,
-        return_tensors="np",
-    )
-    out = {k: np.asarray(enc[k], dtype=np.int32) for k in ("input_ids", "attention_mask")}
-    if "token_type_ids" in enc:
-        out["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int32)
-    else:  # RoBERTa-style tokenizers have no segment ids
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if getattr(tokenizer, "is_fast", False) and backend is not None:
+        out = _encode_rust(tokenizer, backend, examples, max_length)
+    else:  # slow (pure Python) tokenizers
+        enc = tokenizer(
+            examples.text_a,
+            examples.text_b,
+            max_length=max_length,
+            truncation=True,
+            padding="max_length",
+            return_attention_mask=True,
+            return_token_type_ids=True,
+            return_tensors="np",
+        )
+        out = {k: np.asarray(enc[k], dtype=np.int32) for k in _ARRAY_KEYS if k in enc}
+    if "token_type_ids" not in out:  # RoBERTa-style tokenizers have no segment ids
         out["token_type_ids"] = np.zeros_like(out["input_ids"])
     out["lengths"] = out["attention_mask"].sum(axis=1, dtype=np.int32)
+    return out
+
+
+def _encode_rust(tokenizer, backend, examples: Examples, max_length: int) -> dict:
+    """Encode with the Rust ``tokenizers`` backend directly (the Python ``__call__`` wrapper costs
+    several times the encoding itself on large splits). Works on a copy, so the caller's tokenizer
+    keeps its truncation/padding settings."""
+    from tokenizers import Tokenizer
+
+    rust = Tokenizer.from_str(backend.to_str())
+    rust.enable_truncation(max_length, strategy="longest_first")
+    rust.no_padding()  # pad in numpy: converting short lists is much cheaper than full rows
+    inputs = (
+        examples.text_a
+        if examples.text_b is None
+        else list(zip(examples.text_a, examples.text_b, strict=True))
+    )
+    enc = rust.encode_batch(inputs, add_special_tokens=True)
+    lengths = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(enc))
+    mask = np.arange(max_length)[None, :] < lengths[:, None]
+    total = int(lengths.sum())
+    pad_id = tokenizer.pad_token_id or 0
+    out = {}
+    for key, attr, fill in (
+        ("input_ids", "ids", pad_id),
+        ("token_type_ids", "type_ids", 0),
+    ):
+        arr = np.full((len(enc), max_length), fill, dtype=np.int32)
+        flat = chain.from_iterable(getattr(e, attr) for e in enc)
+        arr[mask] = np.fromiter(flat, dtype=np.int32, count=total)
+        out[key] = arr
+    out["attention_mask"] = mask.astype(np.int32)
     return out
 
 
