@@ -155,3 +155,40 @@ def test_bad_ledgers(tmp_path, content, problem):
 
 def test_doctests():
     assert doctest.testmod(combine).failed == 0
+
+
+@needs_logs
+def test_cli_combine_prints_json_and_writes_distribution(tmp_path, capsys):
+    from lrdist_jax.cli import main
+    from lrdist_jax.distributions import load_distribution
+
+    out = tmp_path / "combined.json"
+    files = [str(LOGS / f"{p}.csv") for p in PAIRS]
+    assert main(["combine", "--format", "kenneweg2022", "--out", str(out), *files]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(printed["lrs"], PAPER_COMBINED, rtol=0.005)
+    dist = load_distribution(out)
+    np.testing.assert_allclose(dist.lrs, printed["lrs"], rtol=1e-6)
+    assert dist.num_layers == 12 and dist.slots[2] == "layer 2"
+    # A larger base puts more weight on the best trial: the result changes.
+    assert main(["combine", "--base", "5", *files]) == 0
+    assert json.loads(capsys.readouterr().out)["lrs"] != printed["lrs"]
+
+
+def test_cli_combine_jsonl_and_bad_input(tmp_path, capsys):
+    from lrdist_jax.cli import main
+
+    path = _ledger(tmp_path, [_rec(0, "completed", [1e-5] * 8, 0.8, 0.7),
+                              _rec(1, "completed", [1e-6] * 8, 0.9, 0.9)])  # fmt: skip
+    assert main(["combine", "--num-layers", "6", "--out", str(tmp_path / "d.json"), str(path)]) == 0
+    lrs = json.loads(capsys.readouterr().out)["lrs"]
+    assert len(lrs) == 8 and 1e-6 < lrs[0] < 1e-5
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert main(["combine", str(empty)]) == 2
+    assert str(empty) in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": 0\n{"id": 1}\n')
+    assert main(["combine", "--format", "jsonl", str(broken)]) == 2
+    assert "malformed" in capsys.readouterr().err
+    assert main(["combine", str(tmp_path / "missing.csv")]) == 2

@@ -123,3 +123,33 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, content, problem):
 
 def test_doctests():
     assert doctest.testmod(distributions).failed == 0
+
+
+def test_cli_plot_distribution_writes_png(tmp_path, capsys):
+    from lrdist_jax.cli import main
+
+    src = save_distribution(tmp_path / "d.json", paper_combined(), num_layers=12, source="paper")
+    png = tmp_path / "d.png"
+    assert main(["plot-distribution", str(src), "--out", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    png6 = tmp_path / "d6.png"
+    assert main(["plot-distribution", str(src), "--out", str(png6), "--num-layers", "6"]) == 0
+    assert png6.read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "lrdist-jax/distribution", "version": 1, "lrs": [-1]}')
+    assert main(["plot-distribution", str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "num_layers" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from lrdist_jax.cli import main
+
+    src = save_distribution(tmp_path / "d.json", flat(1e-5, 10), num_layers=12)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["plot-distribution", str(src), "--out", str(tmp_path / "d.png")]) == 2
+    assert "pip install 'lrdist-jax[plots]'" in capsys.readouterr().err
