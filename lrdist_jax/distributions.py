@@ -82,25 +82,25 @@ def _check_base(base_lr: float) -> None:
         raise ValueError(f"base_lr must be a positive finite number, got {base_lr}")
 
 
-def flat(base_lr: float, num_slots: int = 10) -> np.ndarray:
+def flat(base_lr: float, *, num_slots: int = 10) -> np.ndarray:
     """``base_lr`` in every slot: ``f32[num_slots]``.
 
     Examples:
-      >>> flat(2e-5, 3).tolist() == [np.float32(2e-5)] * 3
+      >>> flat(2e-5, num_slots=3).tolist() == [np.float32(2e-5)] * 3
       True
     """
     _check_base(base_lr)
     return np.full((num_slots,), base_lr, np.float32)
 
 
-def llrd(base_lr: float, num_slots: int = 10, decay: float = 0.9) -> np.ndarray:
+def llrd(base_lr: float, decay: float = 0.9, *, num_slots: int = 10) -> np.ndarray:
     """Layer-wise decay ``base_lr * decay ** depth``, depth 0 for the head slot.
 
     Returns:
       ``f32[num_slots]``; slot ``s`` gets ``base_lr * decay ** (num_slots - 1 - s)``.
 
     Examples:
-      >>> [round(float(v), 3) for v in llrd(1.0, 4, decay=0.5)]
+      >>> [round(float(v), 3) for v in llrd(1.0, 0.5, num_slots=4)]
       [0.125, 0.25, 0.5, 1.0]
     """
     _check_base(base_lr)
@@ -280,9 +280,9 @@ def load_distribution(path: str | os.PathLike) -> Distribution:
 def _named(name: str, base_lr: float, num_slots: int, decay: float, scale: float):
     """(lrs, num_layers of definition) of a named distribution, or None if defined anywhere."""
     if name == "flat":
-        return flat(base_lr, num_slots), None
+        return flat(base_lr, num_slots=num_slots), None
     if name == "llrd":
-        return llrd(base_lr, num_slots, decay), None
+        return llrd(base_lr, decay, num_slots=num_slots), None
     if name == "paper-combined":
         return paper_combined(scale), PAPER_NUM_LAYERS
     if name == "paper-rounded":

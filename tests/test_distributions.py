@@ -23,8 +23,10 @@ from lrdist_jax.distributions import (
 
 
 def test_named_values():
-    assert flat(2e-5, 4).dtype == np.float32 and np.all(flat(2e-5, 4) == np.float32(2e-5))
-    got = llrd(1e-4, 10, decay=0.9)
+    assert flat(2e-5, num_slots=4).dtype == np.float32 and np.all(
+        flat(2e-5, num_slots=4) == np.float32(2e-5)
+    )
+    got = llrd(1e-4, decay=0.9, num_slots=10)
     np.testing.assert_allclose(got, [1e-4 * 0.9 ** (9 - s) for s in range(10)], rtol=1e-6)
     assert got[-1] == np.float32(1e-4) and got[0] < got[1]  # head largest, embeddings smallest
     np.testing.assert_allclose(paper_combined(), PAPER_COMBINED, rtol=1e-6)
@@ -149,7 +151,7 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
 
     from lrdist_jax.cli import main
 
-    src = save_distribution(tmp_path / "d.json", flat(1e-5, 10), num_layers=12)
+    src = save_distribution(tmp_path / "d.json", flat(1e-5), num_layers=12)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert main(["plot-distribution", str(src), "--out", str(tmp_path / "d.png")]) == 2
     assert "pip install 'lrdist-jax[plots]'" in capsys.readouterr().err
