@@ -26,11 +26,14 @@ LRS = [3e-3, 1e-2, 5e-4]
 
 
 def _params():
-    k = jax.random.split(jax.random.key(0), 4)
+    rng = np.random.default_rng(0)
     return {
-        "emb": {"embedding": jax.random.normal(k[0], (5, 3))},
-        "layer": {"0": {"kernel": jax.random.normal(k[1], (3, 3))}, "1": {"bias": jnp.ones(3)}},
-        "head": {"kernel": jax.random.normal(k[2], (3, 2))},
+        "emb": {"embedding": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+        "layer": {
+            "0": {"kernel": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)},
+            "1": {"bias": jnp.ones(3)},
+        },
+        "head": {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)},
     }
 
 
@@ -42,10 +45,9 @@ LABELS = {
 
 
 def _grads(step, params):
-    keys = jax.random.split(jax.random.key(100 + step), len(jax.tree.leaves(params)))
-    leaves, tree = jax.tree.flatten(params)
-    return jax.tree.unflatten(
-        tree, [jax.random.normal(k, x.shape) + 0.1 * x for k, x in zip(keys, leaves, strict=True)]
+    rng = np.random.default_rng(100 + step)
+    return jax.tree.map(
+        lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32) + 0.1 * x, params
     )
 
 
@@ -80,7 +82,7 @@ def _reset_schedule_counts(state):
 
 @pytest.mark.parametrize(
     "schedule, wd, labels_fn",
-    [("cosine_warmup", 0.0, False), ("linear", 0.01, True), ("constant", 0.0, True)],
+    [("cosine_warmup", 0.0, False), ("linear", 0.01, True)],
 )
 def test_parity_with_partitioned_adam_across_a_phase_change(schedule, wd, labels_fn):
     params0 = _params()
@@ -129,13 +131,6 @@ def test_each_group_moves_by_its_own_rate():
     assert float(updates["layer"]["1"]["bias"][0]) == pytest.approx(-LRS[1])
     assert float(updates["head"]["kernel"][0, 0]) == pytest.approx(-LRS[2])
     assert int(state.count) == 1
-
-
-def test_first_cosine_warmup_step_is_a_no_op():
-    params = _params()
-    tx = layerwise_adam(LABELS, LRS, total_steps=10, warmup_steps=1)
-    updates, _ = tx.update(_grads(0, params), tx.init(params), params)
-    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates))
 
 
 def test_new_rates_and_new_phase_do_not_recompile():
