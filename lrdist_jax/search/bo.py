@@ -69,6 +69,7 @@ class _LogUniformSampler:
             self._check_lrs(first_config, "first_config")
         self.first_config = first_config
         self.proposals: list[list[float]] = []
+        self._log_proposals = np.empty((0, num_slots))
 
     def _check_lrs(self, lrs: Sequence[float], what: str) -> None:
         if len(lrs) != self.num_slots:
@@ -87,8 +88,10 @@ class _LogUniformSampler:
         return self._clip(rng.uniform(math.log10(self.low), math.log10(self.high), self.num_slots))
 
     def _is_repeat(self, lrs: Sequence[float]) -> bool:
-        x = np.log10(np.asarray(lrs))
-        return any(np.max(np.abs(x - np.log10(np.asarray(p)))) < 1e-6 for p in self.proposals)
+        if not len(self._log_proposals):
+            return False
+        x = np.log10(np.asarray(lrs, dtype=np.float64))
+        return bool(np.any(np.max(np.abs(self._log_proposals - x), axis=1) < 1e-6))
 
     def _dedupe(self, lrs: list[float], index: int) -> list[float]:
         """Moves a repeated proposal by a deterministic jitter of ~``self.jitter`` decades."""
@@ -114,6 +117,7 @@ class _LogUniformSampler:
         else:
             lrs = self._dedupe(self._propose(index), index)
         self.proposals.append(lrs)
+        self._log_proposals = np.vstack([self._log_proposals, np.log10(np.asarray([lrs]))])
         return {"lrs": list(lrs)}
 
     def _base_settings(self) -> dict[str, Any]:
