@@ -2,7 +2,7 @@
 
 One line per *finished* trial::
 
-    {"id": 3, "config": {"lrs": [...]}, "budget": 3, "bracket": 2, "rung": 1,
+    {"id": 3, "config": {"lrs": [...]}, "budget": 3, "bracket": 2, "rung": 1, "parent": 0,
      "status": "completed" | "stopped" | "failed", "reward": 1.72, "metrics": {...},
      "reason": null | "FloatingPointError: ...", "reports": [[1, 0.45], ...],
      "started": "2026-...Z", "finished": "2026-...Z", "seconds": 12.3}

@@ -198,6 +198,7 @@ def _run_trial(
         "budget": trial.budget,
         "bracket": trial.bracket,
         "rung": trial.rung,
+        "parent": trial.parent,
         "status": status,
         "reward": reward,
         "metrics": metrics,
@@ -230,7 +231,7 @@ def run_search(
         budget, early stopping through ``report``). The sampler is attached to it.
       workdir: Directory for ``search.json``, ``trials.jsonl`` and ``best.json``. If it holds
         a search with the same settings, that search is resumed.
-      progress: Print the schedule and show a tqdm progress bar.
+      progress: Print the schedule and show a tqdm progress bar (when stderr is a terminal).
       settings: Extra JSON-serialisable settings that define the search (task pair, model,
         preset, ...); stored in ``search.json`` and checked on resume.
       failure_exceptions: Exceptions of the objective recorded as a failed trial (the search
@@ -269,7 +270,7 @@ def run_search(
     bar = tqdm(
         total=scheduler.total_trials,
         initial=len(records),
-        disable=not progress,
+        disable=None if progress else True,  # None: off when stderr is not a terminal
         desc="search",
         unit="trial",
     )
