@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -312,21 +313,36 @@ def pad_batch(batch: Any, multiple: int) -> tuple[Any, np.ndarray]:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Puts a full copy of every leaf (parameters, optimizer state) on every device of ``mesh``.
 
-    Leaves already replicated on ``mesh`` are returned unchanged. With several processes every
-    host must pass the same values (same seed or the same restored checkpoint).
+    The result never shares buffers with ``tree``, so it can be donated to a jitted step while
+    ``tree`` is still in use (e.g. as the pre-trained anchor of EWC). :func:`jax.device_put`
+    alone does not promise that: on a mesh holding the input's device it reuses the input's
+    buffer for that device's copy, even with ``may_alias=False``. With several processes every
+    host must pass the same values (same seed or the same restored checkpoint). Typed PRNG keys
+    are supported.
     """
     sharding = replicated_sharding(mesh)
-    multi_process = len(_mesh_processes(mesh)) > 1
+    if len(_mesh_processes(mesh)) == 1:
+        placed = jax.device_put(tree, sharding)  # may share buffers with ``tree``
+        return jax.jit(_copy_tree, out_shardings=sharding)(placed)
 
     def put(x):
-        if isinstance(x, jax.Array) and x.sharding == sharding:
-            return x
-        if not multi_process:
-            return jax.device_put(x, sharding)
-        host = np.asarray(x)
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=impl)
+        host = np.asarray(x)  # fresh buffers by construction
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
     return jax.tree.map(put, tree)
+
+
+def _copy_tree(tree: Any) -> Any:
+    def copy(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(jnp.copy(jax.random.key_data(x)), impl=impl)
+        return jnp.copy(x)
+
+    return jax.tree.map(copy, tree)
 
 
 def gather_to_host(tree: Any) -> Any:

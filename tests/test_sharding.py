@@ -211,6 +211,31 @@ def test_gather_to_host_round_trip():
     np.testing.assert_array_equal(out["r"], x)
 
 
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_replicate_never_aliases_its_input(num_devices):
+    mesh = make_data_mesh(num_devices)
+    x = jax.device_put(jnp.arange(4.0), jax.devices()[0])
+    donate = jax.jit(lambda a: a + 1, donate_argnums=0)
+    y = donate(replicate(x, mesh))
+    y = donate(replicate(replicate(y, mesh), mesh))  # already replicated: copied again
+    np.testing.assert_array_equal(np.asarray(x), np.arange(4.0))  # x survived both donations
+    np.testing.assert_array_equal(np.asarray(y), np.arange(4.0) + 2)
+
+
+def test_replicate_multi_process_path(monkeypatch):
+    # make_array_from_callback, used with several processes, on one process (same values)
+    import lrdist_jax.sharding as sharding
+
+    mesh = make_data_mesh(4)
+    monkeypatch.setattr(sharding, "_mesh_processes", lambda m: [0, 1])
+    tree = {"w": np.arange(6.0).reshape(2, 3), "key": jax.random.key(3)}
+    out = replicate(tree, mesh)
+    assert out["w"].sharding == replicated_sharding(mesh)
+    np.testing.assert_array_equal(out["w"].addressable_shards[3].data, tree["w"])
+    assert jax.dtypes.issubdtype(out["key"].dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(out["key"]), jax.random.key_data(tree["key"]))
+
+
 @pytest.mark.parametrize(
     "env, expected",
     [
