@@ -218,6 +218,8 @@ def test_refuses_a_ledger_from_a_different_search(tmp_path):
 def _wait_lines(path, k, proc, timeout=60.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
+        if k == 0:
+            return True
         if not proc.is_alive():
             return False
         if os.path.exists(path):
