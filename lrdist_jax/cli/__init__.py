@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 1 check failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    from lrdist_jax.sharding import initialize_distributed
+
+    initialize_distributed()  # a no-op unless launched on several hosts
     try:
         return int(args.func(args) or 0)
     except CLIError as e:

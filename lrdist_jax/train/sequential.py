@@ -43,6 +43,7 @@ from lrdist_jax.metrics import task_metrics
 from lrdist_jax.models import BertClassifier, BertConfig, TaskHead, load_hf_bert, load_tokenizer
 from lrdist_jax.schedules import phase_lengths
 from lrdist_jax.sharding import (
+    gather_to_host,
     host_batch_slice,
     is_main_process,
     make_data_mesh,
@@ -66,13 +67,13 @@ from lrdist_jax.transforms import (
     start_phase,
 )
 
-__all__ = ["Experiment", "Phase", "RunInterrupted", "run_sequential"]
+__all__ = ["PAPER_FLAT_LR", "Experiment", "Phase", "run_sequential"]
+
+#: The authors' flat baseline rate (METHODS.md 1.9). ``paper-combined`` is scaled by
+#: ``base_lr / PAPER_FLAT_LR``, so at the paper's base rate it is exactly the published values.
+PAPER_FLAT_LR = 2e-5
 
 Report = Callable[[int, float], bool]
-
-
-class RunInterrupted(Exception):
-    """Raised inside a run to simulate a crash (tests) — never caught by the engine."""
 
 
 @dataclasses.dataclass
@@ -132,6 +133,9 @@ class Experiment:
                 num_slots=self.num_slots,
                 num_layers=self.num_layers,
                 base_lr=cfg.base_lr,
+                decay=cfg.llrd_decay,
+                # paper-combined keeps its ratio to the authors' flat 2e-5 at other base rates.
+                scale=cfg.base_lr / PAPER_FLAT_LR,
             ),
             np.float32,
         )
@@ -259,10 +263,11 @@ class Experiment:
         cfg = self.config
         dummy = jnp.zeros((1, 8), jnp.int32)
         variables = self.model.init(jax.random.key(cfg.seed), dummy)
-        variables = jax.tree.map(np.asarray, dict(variables))
+        variables = dict(variables)
         if self.pretrained is not None:
             variables["params"] = {**variables["params"], "bert": self.pretrained}
-        return variables
+        # Host copies: device arrays would be donated (deleted) by the first train step.
+        return jax.tree.map(np.array, variables)
 
     def init_state(self, lrs=None) -> TrainState:
         """A fresh state (pre-trained body, new heads, zero Adam moments) with ``lrs``."""
@@ -302,7 +307,7 @@ class Experiment:
         ):
             logits = self.steps.logits(state, self._device_batch(batch), head=head)
             keep = batch["weights"] > 0
-            preds.append(np.asarray(jax.device_get(logits))[keep])
+            preds.append(gather_to_host(logits)[keep])
             labels.append(batch["labels"][keep])
         return task_metrics(split.task, np.concatenate(preds), np.concatenate(labels))
 
@@ -344,7 +349,7 @@ class Experiment:
         workdir: str | os.PathLike | None = None,
         epochs: int | None = None,
         report: Report | None = None,
-        on_step: Callable[[int], None] | None = None,
+        on_step: Callable[[int, TrainState], None] | None = None,
     ) -> dict[str, Any]:
         """Runs the protocol; returns the results dict (also ``workdir/results.json``).
 
@@ -354,7 +359,8 @@ class Experiment:
           epochs: epochs per phase (default ``config.epochs``; the search budget).
           report: ``report(epoch, acc_task1 / 2)`` after each task-1 epoch (the authors'
             intermediate reward); returning True stops the run (``status: "stopped"``).
-          on_step: called with the global step after every train step (tests use it to crash).
+          on_step: ``on_step(step, state)`` after every train step (e.g. to inspect the state;
+            it is donated to the next step, so copy what you keep).
         """
         cfg = self.config
         epochs = epochs or cfg.epochs
@@ -448,7 +454,7 @@ class Experiment:
             if ckpt is not None and step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state, meta)
             if on_step is not None:
-                on_step(step)
+                on_step(step, state)
         if bar is not None:
             bar.close()
         meta = {**meta, "epoch": epoch + 1, "batch": 0}
