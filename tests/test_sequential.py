@@ -178,3 +178,17 @@ def test_single_task_shifts(shift):
         assert p1.train.arrays["lengths"].max() <= p2.train.arrays["lengths"].min()
     r = exp.run()
     assert 0 <= r["p_o"] <= 1 and 0 <= r["p_s"] <= 1
+
+
+def test_eight_devices_match_one_device():
+    results, params = {}, {}
+    for devices in (1, 8):
+        cfg = make_config("smoke", "rte", "mrpc", devices=devices, **SMALL)
+        exp = Experiment(cfg, progress=False)
+        assert exp.num_devices == devices
+        results[devices] = exp.run()
+        params[devices] = jax.device_get(exp.last_state.params)
+    for key in ("acc_task1", "p_s", "p_o"):
+        assert results[1][key] == pytest.approx(results[8][key], abs=1 / 48 + 1e-9)
+    for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[8]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
