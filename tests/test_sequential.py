@@ -192,3 +192,28 @@ def test_eight_devices_match_one_device():
         assert results[1][key] == pytest.approx(results[8][key], abs=1 / 48 + 1e-9)
     for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[8]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_full_preset_uses_the_papers_settings():
+    cfg = make_config("full", "sst2", "mrpc")
+    assert (cfg.model, cfg.batch_size, cfg.epochs, cfg.max_length) == (
+        "bert-base-uncased",
+        4,
+        5,
+        256,
+    )
+    assert cfg.num_slots == 10 and cfg.base_lr == 2e-5 and cfg.train_size is None
+    assert make_config("full", "mrpc", "sst2").batch_size == 8
+    assert make_config("full", "qqp", "mrpc").epochs == 3
+
+
+def test_bfloat16_compute_and_authors_quirks_run():
+    cfg = make_config(
+        "smoke", "rte", "mrpc", dtype="bfloat16", double_softmax=True, dropout=False,
+        shuffle=False, **SMALL,
+    )  # fmt: skip
+    exp = Experiment(cfg, progress=False)
+    r = exp.run()
+    assert np.isfinite([r["acc_task1"], r["p_s"], r["p_o"]]).all()
+    leaves = jax.tree.leaves(exp.last_state.params)
+    assert all(x.dtype == np.float32 for x in leaves)  # parameters stay float32
