@@ -15,7 +15,7 @@ from lrdist_jax.search.objective import SequentialObjective
 from lrdist_jax.search.runner import run_search
 from lrdist_jax.train import Experiment, make_config
 
-SMALL = dict(train_size=32, eval_size=32, max_length=32, epochs=2, log_every=1)
+SMALL = dict(train_size=32, eval_size=32, max_length=32, epochs=2)
 ARGS = ["--preset", "smoke", "--pair", "sst2:mrpc", "--train-size", "32", "--eval-size", "32"]
 ARGS += ["--max-length", "32", "--epochs", "2"]
 
@@ -98,10 +98,28 @@ def test_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(objective,
     assert len(read_trials_jsonl(other / "trials.jsonl")) >= 1
 
 
-def test_cli_search_end_to_end_resume_and_combine(tmp_path, capsys):
+@pytest.fixture
+def shared_experiment(objective, monkeypatch):
+    """Makes the CLI reuse the module's compiled Experiment when it asks for the same config."""
+    import lrdist_jax.train
+
+    built = []
+
+    def experiment(config, *, progress=True):
+        built.append(config)
+        if config == objective.experiment.config:
+            return objective.experiment
+        return Experiment(config, progress=progress)
+
+    monkeypatch.setattr(lrdist_jax.train, "Experiment", experiment)
+    return built
+
+
+def test_cli_search_end_to_end_resume_and_combine(tmp_path, capsys, shared_experiment):
     w1 = tmp_path / "w1"
     cmd = ARGS + ["--workdir", str(w1), "--trials", "3", "--seed", "0", "--high", "1e-2"]
     assert cli_main(["search", *cmd]) == 0
+    assert shared_experiment == [make_config("smoke", "sst2", "mrpc", **SMALL, seed=0)]
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("Stopping Hyperband: 3 trials x max_budget 2")
     summary = json.loads(out[-1])

@@ -135,5 +135,7 @@ class SequentialObjective:
             }
         metrics = {k: float(results[k]) for k in ("acc_task1", "p_s", "p_o", "forgetting")}
         metrics["epochs_trained"] = epochs
-        value = -metrics["forgetting"] if self.metric == "retention" else float(results[self.metric])
+        value = (
+            -metrics["forgetting"] if self.metric == "retention" else float(results[self.metric])
+        )
         return {"status": "completed", "reward": value, "metrics": metrics}
