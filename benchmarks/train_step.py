@@ -1,0 +1,297 @@
+"""Train-step speed of lrdist-jax against PyTorch + transformers on the offline MiniLM.
+
+Both sides train ``all-MiniLM-L6-v2`` as a sequence classifier (``BertForSequenceClassification``:
+pooler + linear head, 2 labels) from the same weights, batch 32, sequence length 128 (MRPC
+sentence pairs padded to 128), float32, dropout on, with
+
+* ten learning-rate groups: word embeddings | other embeddings (position, token type, LayerNorm)
+  | layer 0 | ... | layer 5 | pooler | classifier head;
+* AdamW (weight decay 0.01, constant rates) and global gradient-norm clipping at 1.0.
+
+The JAX side is this library's step: :func:`lrdist_jax.train.step.make_step_fns` with
+``optax.chain(optax.clip_by_global_norm(1.0), layerwise_adam(labels, lrs, weight_decay=0.01))``
+and labels from :func:`lrdist_jax.paths.label_params`. The PyTorch side is
+``torch.optim.AdamW`` with ten parameter groups and ``torch.nn.utils.clip_grad_norm_``.
+
+Timing rounds alternate between the two (JAX, torch, JAX, torch, ...) after a warm-up, and the
+median of each is reported, so both see the same machine load. The same run measures this
+CPU's float32 matmul peak with a large jitted matmul and the fraction of it the JAX step
+reaches (FLOPs per example: ``6 x non-embedding parameters x tokens + 12 x layers x T^2 x H``
+for the attention products; see ``docs/performance.md``).
+
+Prints one JSON object, e.g.::
+
+    {"jax_examples_per_s": 30.1, "torch_examples_per_s": 13.2, "ratio": 2.28, ...}
+
+Run::
+
+    /work/venv/bin/python benchmarks/train_step.py            # full comparison
+    /work/venv/bin/python benchmarks/train_step.py --rounds 3 --steps 3 --skip-torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrdist_jax.data import load_glue, tokenize
+from lrdist_jax.models import (
+    BertClassifier,
+    TaskHead,
+    load_tokenizer,
+    resolve_model_dir,
+    torch_state_to_flax,
+)
+from lrdist_jax.paths import label_params
+from lrdist_jax.train.step import LossConfig, TrainState, make_step_fns
+from lrdist_jax.transforms import layerwise_adam
+
+MODEL = "minilm-l6"
+NUM_LABELS = 2
+WEIGHT_DECAY = 0.01
+CLIP_NORM = 1.0
+
+#: The ten learning-rate groups, as (name, path regex) in group order. The same partition is
+#: applied to the PyTorch parameter names (see ``_torch_group``).
+GROUPS = (
+    ("word_embeddings", r"bert/embeddings/word_embeddings/.*"),
+    ("other_embeddings", r"bert/embeddings/.*"),
+    *((f"layer_{i}", rf"bert/encoder/layer/{i}/.*") for i in range(6)),
+    ("pooler", r"bert/pooler/.*"),
+    ("head", r"heads/.*"),
+)
+#: Distinct rates per group (a layer-wise decay, smallest at the embeddings).
+GROUP_LRS = tuple(2e-5 * 0.9 ** (len(GROUPS) - 1 - g) for g in range(len(GROUPS)))
+
+
+def _torch_group(name: str) -> int:
+    """The group index of a ``BertForSequenceClassification`` parameter name."""
+    if name.startswith("bert.embeddings.word_embeddings."):
+        return 0
+    if name.startswith("bert.embeddings."):
+        return 1
+    if name.startswith("bert.encoder.layer."):
+        return 2 + int(name.split(".")[3])
+    if name.startswith("bert.pooler."):
+        return 8
+    if name.startswith("classifier."):
+        return 9
+    raise ValueError(f"parameter {name} is in no learning-rate group")
+
+
+# ------------------------------------------------------------------------------------ data
+def make_batches(n_batches: int, batch_size: int, seq_len: int) -> list[dict[str, np.ndarray]]:
+    """MRPC train pairs (real lengths), padded to ``seq_len``, as numpy batches."""
+    ex = load_glue("mrpc", "train").head(n_batches * batch_size)
+    arrays = tokenize(load_tokenizer(MODEL), ex, max_length=seq_len)
+    out = []
+    for i in range(n_batches):
+        rows = slice(i * batch_size, (i + 1) * batch_size)
+        batch = {k: np.asarray(arrays[k][rows], np.int32) for k in arrays if k != "lengths"}
+        batch["labels"] = np.asarray(ex.labels[rows], np.int32)
+        batch["weights"] = np.ones(batch_size, np.float32)
+        out.append(batch)
+    return out
+
+
+# ------------------------------------------------------------------------------------- torch
+def build_torch():
+    """``(model, optimizer, state_dict)`` of the PyTorch reference (train mode)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        str(resolve_model_dir(MODEL)), num_labels=NUM_LABELS
+    )
+    model.train()
+    groups = [[] for _ in GROUPS]
+    for name, p in model.named_parameters():
+        groups[_torch_group(name)].append(p)
+    opt = torch.optim.AdamW(
+        [{"params": ps, "lr": lr} for ps, lr in zip(groups, GROUP_LRS, strict=True)],
+        weight_decay=WEIGHT_DECAY,
+    )
+    state_dict = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    return model, opt, state_dict
+
+
+def torch_step_fn(model, opt):
+    import torch
+
+    def step(batch):
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            labels=batch["labels"],
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        opt.step()
+        return out.loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------------------- jax
+def build_jax(state_dict: dict[str, np.ndarray], config):
+    """``(train_fn, state)``: this library's jitted step and its initial state."""
+    model = BertClassifier(config, (TaskHead("cls", NUM_LABELS),), use_pooler=True)
+    params = {
+        "bert": torch_state_to_flax(state_dict),
+        "heads": {
+            "cls": {
+                "kernel": state_dict["classifier.weight"].T.copy(),
+                "bias": state_dict["classifier.bias"].copy(),
+            }
+        },
+    }
+    expected = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))["params"]
+    )
+    params = jax.tree.map(lambda s, a: jnp.asarray(a, s.dtype), expected, params)
+    labels = label_params(params, [(rx, g) for g, (_, rx) in enumerate(GROUPS)])
+    tx = optax.chain(
+        optax.clip_by_global_norm(CLIP_NORM),
+        layerwise_adam(labels, GROUP_LRS, schedule="constant", weight_decay=WEIGHT_DECAY),
+    )
+    fns = make_step_fns(model, tx, LossConfig(dropout=True), is_regression={"cls": False})
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        spectral={},
+        ewc=(),
+        rng=jax.random.PRNGKey(0),
+    )
+    return fns.train, state, params
+
+
+def count_flops_per_example(params, config, seq_len: int) -> float:
+    """``6 x (encoder params x T + pooler/head params) + 12 x L x T^2 x H`` (forward+backward)."""
+    n = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+    encoder = n(params["bert"]["encoder"])
+    per_token_once = n(params["bert"].get("pooler", {})) + n(params["heads"])
+    attention = 12 * config.num_hidden_layers * seq_len**2 * config.hidden_size
+    return 6.0 * (encoder * seq_len + per_token_once) + attention
+
+
+def matmul_peak(size: int, reps: int) -> float:
+    """Best float32 GFLOP/s of a jitted ``size^3`` matmul."""
+    a = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(2), (size, size), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
+# -------------------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side (alternating)")
+    ap.add_argument("--steps", type=int, default=4, help="train steps per round")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    ap.add_argument("--matmul-size", type=int, default=4096)
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--profile", default=None, help="write a jax.profiler trace to this folder")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    threads = torch.get_num_threads()
+    bs, t = args.batch_size, args.seq_len
+    np_batches = make_batches(4, bs, t)
+    torch_model, opt, state_dict = build_torch()
+    from lrdist_jax.models import BertConfig
+
+    config = BertConfig.from_json_file(resolve_model_dir(MODEL) / "config.json")
+    train, state, params = build_jax(state_dict, config)
+    flops = count_flops_per_example(params, config, t)
+    del params
+
+    jax_batches = [jax.device_put(b) for b in np_batches]
+    torch_batches = [
+        {k: torch.from_numpy(v).long() for k, v in b.items() if k != "weights"} for b in np_batches
+    ]
+    torch_step = torch_step_fn(torch_model, opt)
+
+    counter = {"jax": 0, "torch": 0}
+
+    def run_jax(n):
+        nonlocal state
+        metrics = None
+        for _ in range(n):
+            state, metrics = train(state, jax_batches[counter["jax"] % 4], head="cls")
+            counter["jax"] += 1
+        jax.block_until_ready((state, metrics))
+        return float(metrics["loss"])
+
+    def run_torch(n):
+        loss = None
+        for _ in range(n):
+            loss = torch_step(torch_batches[counter["torch"] % 4])
+            counter["torch"] += 1
+        return float(loss)
+
+    def timed(fn, n):
+        t0 = time.perf_counter()
+        fn(n)
+        return n * bs / (time.perf_counter() - t0)
+
+    peaks = [matmul_peak(args.matmul_size, 3)]
+    run_jax(args.warmup)
+    if not args.skip_torch:
+        run_torch(args.warmup)
+    jax_rates, torch_rates = [], []
+    for _ in range(args.rounds):
+        jax_rates.append(timed(run_jax, args.steps))
+        if not args.skip_torch:
+            torch_rates.append(timed(run_torch, args.steps))
+    peaks.append(matmul_peak(args.matmul_size, 3))
+    if args.profile:
+        with jax.profiler.trace(args.profile):
+            run_jax(args.steps)
+
+    jax_eps = statistics.median(jax_rates)
+    peak = max(peaks)
+    result = {
+        "jax_examples_per_s": round(jax_eps, 2),
+        "torch_examples_per_s": round(statistics.median(torch_rates), 2) if torch_rates else None,
+        "ratio": round(jax_eps / statistics.median(torch_rates), 3) if torch_rates else None,
+        "matmul_peak_gflops": round(peak, 1),
+        "jax_step_gflops": round(jax_eps * flops / 1e9, 1),
+        "fraction_of_peak": round(jax_eps * flops / 1e9 / peak, 3),
+        "gflop_per_example": round(flops / 1e9, 3),
+        "jax_rounds": [round(r, 2) for r in jax_rates],
+        "torch_rounds": [round(r, 2) for r in torch_rates],
+        "batch_size": bs,
+        "seq_len": t,
+        "dtype": "float32",
+        "lr_groups": [name for name, _ in GROUPS],
+        "optimizer": "AdamW(wd=0.01) per group + global-norm clip 1.0",
+        "threads": {"torch": threads, "cpu_count": os.cpu_count()},
+        "versions": {"jax": jax.__version__, "torch": torch.__version__.split("+")[0]},
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
