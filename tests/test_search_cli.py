@@ -186,3 +186,27 @@ def test_cli_search_refuses_a_foreign_workdir(tmp_path, capsys):
     assert cli_main(["search", *ARGS, "--workdir", str(tmp_path), "--trials", "2"]) == 2
     assert "holds no search.json" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_cli_search_hyperband_runs_the_bracket_plan(tmp_path, capsys, shared_experiment):
+    w = tmp_path / "hb"
+    extra = ["--scheduler", "hyperband", "--max-budget", "2", "--eta", "2", "--trials", "1"]
+    assert cli_main(["search", *ARGS, "--workdir", str(w), "--high", "1e-2", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "bracket s=1" in out and "total: 5 trials" in out
+    records = TrialLedger(w / "trials.jsonl").load()
+    # Hyperband(1, 2, eta=2): bracket 1 runs 2 configs at 1 epoch and the better at 2; bracket 0
+    # runs 2 new configs at 2 epochs.
+    assert [(r["bracket"], r["budget"]) for r in records] == [
+        (1, 1),
+        (1, 1),
+        (1, 2),
+        (0, 2),
+        (0, 2),
+    ]
+    first_rung = [r for r in records[:2] if r["status"] == "completed"]
+    promoted = max(first_rung, key=lambda r: (r["reward"], -r["id"]))
+    assert records[2]["parent"] == promoted["id"]
+    assert records[2]["config"] == promoted["config"]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["budget"] == 2 and summary["trials"] == 5

@@ -170,7 +170,9 @@ def run(args) -> int:
     from lrdist_jax.train import Experiment
 
     _check_args(args)
-    config = config_from_args(args, **({"epochs": args.max_budget} if args.max_budget else {}))
+    if args.max_budget is not None:  # the config's epochs are the largest budget
+        args = argparse.Namespace(**{**vars(args), "epochs": args.max_budget})
+    config = config_from_args(args)
     workdir = pathlib.Path(args.workdir)
     search_seed = args.search_seed if args.search_seed is not None else (args.seed or 0)
     user = {"command": "search", "run": config.to_dict(), "metric": args.metric}

@@ -1,0 +1,347 @@
+"""Search efficiency: best reward against training budget for Hyperband + GP, random, Optuna.
+
+Every method searches the same per-slot learning-rate space on the same
+:class:`~lrdist_jax.search.objective.SequentialObjective` (one :class:`Experiment`, one compiled
+train step, deterministic trials) under the same total training budget ``B`` = the epochs (task 1
+plus task 2, summed over trials) of one iteration of the Hyperband plan:
+
+* ``hyperband-gp``: this library's search, :class:`SkoptSampler` (GP) inside synchronous
+  :class:`Hyperband` (``lrdist-jax search --scheduler hyperband``);
+* ``random-hyperband``: :class:`RandomSampler` inside the same Hyperband plan;
+* ``random``: :class:`RandomSampler`, every trial at the full budget, until ``B`` is spent;
+* ``optuna-tpe``: Optuna's ``TPESampler`` with its ``HyperbandPruner`` (same min/max budget and
+  reduction factor), pruning on the same intermediate value ``acc_task1 / 2``, until ``B``.
+
+All methods start from the flat log-midpoint configuration. The curve of a method is the best
+reward (``p_s + p_o``) of a trial trained at the full budget, against the budget spent so far
+(lower-budget Hyperband rungs and pruned trials cost budget but do not count as results: a
+configuration is only known to be good at the budget it will be used with). The target (the
+issue's): reach plain random search's final best reward - the mean over seeds - with at most a
+third of its budget.
+
+Run (the smoke objective takes minutes on 2 CPU cores)::
+
+    python benchmarks/search_efficiency.py --objective smoke --seeds 0 1 2 --out bench_search
+    python benchmarks/search_efficiency.py --objective cpu --train-size 128 --eval-size 128 \
+        --max-length 64 --max-budget 2 --eta 2 --seeds 0 1 2 --out bench_search_cpu
+
+Writes ``OUT/search_efficiency_<objective>.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+__all__ = ["main"]
+
+METHODS = ("hyperband-gp", "random-hyperband", "random", "optuna-tpe")
+
+# Per-objective defaults; flags override them (documented in benchmarks/README_search.md).
+OBJECTIVES = {
+    # The tiny random BERT needs larger rates to learn anything in a few epochs.
+    "smoke": dict(
+        pair="sst2:mrpc",
+        train_size=512,
+        eval_size=256,
+        max_length=64,
+        low=1e-5,
+        high=1e-1,
+        max_budget=4,
+        eta=2,
+    ),
+    # MiniLM; the paper's search space.
+    "cpu": dict(
+        pair="sst2:mrpc",
+        train_size=2000,
+        eval_size=None,
+        max_length=128,
+        low=1e-7,
+        high=1e-3,
+        max_budget=3,
+        eta=3,
+    ),
+}
+
+
+class Tracker:
+    """Budget spent and best full-budget reward after every finished trial of one method."""
+
+    def __init__(self, objective, max_budget: int):
+        self.objective = objective
+        self.max_budget = max_budget
+        self.start = objective.epochs_trained
+        self.best = -math.inf
+        self.curve: list[list[float]] = []  # [budget spent, best full-budget reward so far]
+        self.trials = 0
+
+    @property
+    def spent(self) -> float:
+        return self.objective.epochs_trained - self.start
+
+    def record(self, status: str, budget: int, reward: float | None) -> None:
+        self.trials += 1
+        if status == "completed" and budget == self.max_budget and reward is not None:
+            if math.isfinite(reward):
+                self.best = max(self.best, reward)
+        self.curve.append([round(self.spent, 6), self.best if math.isfinite(self.best) else None])
+
+
+def _first(low: float, high: float, n: int) -> list[float]:
+    return [10 ** ((math.log10(low) + math.log10(high)) / 2)] * n
+
+
+def run_hyperband(objective, sampler, args, tracker) -> None:
+    from lrdist_jax.search.hyperband import Hyperband
+    from lrdist_jax.search.runner import run_search
+
+    scheduler = Hyperband(1, args.max_budget, args.eta)
+    with tempfile.TemporaryDirectory() as workdir:
+        run_search(
+            objective,
+            sampler,
+            scheduler,
+            workdir=workdir,
+            progress=False,
+            on_record=lambda r: tracker.record(r["status"], r["budget"], r["reward"]),
+        )
+
+
+def run_random(objective, sampler, args, tracker, total: float) -> None:
+    while tracker.spent + 2 * args.max_budget <= total + 1e-9:
+        config = sampler.ask()
+        try:
+            out = objective(config, args.max_budget, lambda e, v: False)
+        except FloatingPointError:
+            tracker.record("failed", args.max_budget, None)
+            continue
+        tracker.record(out["status"], args.max_budget, out.get("reward"))
+
+
+def run_optuna(objective, seed: int, args, tracker, total: float) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n = objective.num_slots
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=args.max_budget, reduction_factor=args.eta
+        ),
+    )
+    study.enqueue_trial({f"lr{i}": v for i, v in enumerate(_first(args.low, args.high, n))})
+
+    def fn(trial):
+        lrs = [trial.suggest_float(f"lr{i}", args.low, args.high, log=True) for i in range(n)]
+
+        def report(epoch, value):
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        try:
+            out = objective({"lrs": lrs}, args.max_budget, report)
+        except FloatingPointError:
+            tracker.record("failed", args.max_budget, None)
+            return float("nan")
+        tracker.record(out["status"], args.max_budget, out.get("reward"))
+        if out["status"] == "stopped":
+            raise optuna.TrialPruned()
+        return out["reward"]
+
+    def stop(study, trial):
+        if tracker.spent >= total - 1e-9:
+            study.stop()
+
+    study.optimize(fn, callbacks=[stop], catch=())
+
+
+def hyperband_total(max_budget: int, eta: int) -> int:
+    """Epochs (both phases) of one Hyperband iteration when nothing fails."""
+    from lrdist_jax.search.hyperband import hyperband_brackets
+
+    return 2 * sum(
+        r.n_configs * r.budget for b in hyperband_brackets(1, max_budget, eta) for r in b.rungs
+    )
+
+
+def budget_to_reach(curve: list[list[float]], target: float, total: float) -> float | None:
+    """The budget spent when the best reward first reached ``target`` (within ``total``)."""
+    for spent, best in curve:
+        if spent > total + 1e-9:
+            break
+        if best is not None and best >= target - 1e-12:
+            return spent
+    return None
+
+
+def final_best(curve: list[list[float]], total: float) -> float | None:
+    best = None
+    for spent, value in curve:
+        if spent <= total + 1e-9 and value is not None:
+            best = value
+    return best
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
+    for method, runs in result["runs"].items():
+        for k, run in enumerate(runs):
+            pts = [(s, b) for s, b in run["curve"] if b is not None and s <= result["total_budget"]]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            xs = (*xs, result["total_budget"])
+            ys = (*ys, ys[-1])
+            ax.step(
+                xs,
+                ys,
+                where="post",
+                color=colors[method],
+                alpha=0.8,
+                label=method if k == 0 else None,
+            )
+    ax.axhline(result["target"], color="k", ls="--", lw=1, label="random: mean final best")
+    ax.axvline(result["total_budget"] / 3, color="gray", ls=":", lw=1, label="1/3 of the budget")
+    ax.set_xlabel("training budget spent (epochs, task 1 + task 2, summed over trials)")
+    ax.set_ylabel("best full-budget reward p_s + p_o")
+    ax.set_title(f"search efficiency: {result['objective']} objective ({result['pair']})")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="smoke")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    for name in (
+        "pair",
+        "low",
+        "high",
+        "max_budget",
+        "eta",
+        "train_size",
+        "eval_size",
+        "max_length",
+    ):
+        kind = str if name == "pair" else float if name in ("low", "high") else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--out", default="bench_search")
+    args = p.parse_args(argv)
+    for k, v in OBJECTIVES[args.objective].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+    from lrdist_jax.search.bo import RandomSampler, SkoptSampler
+    from lrdist_jax.search.objective import SequentialObjective
+    from lrdist_jax.train import Experiment, make_config
+
+    task1, task2 = args.pair.split(":")
+    config = make_config(
+        args.objective,
+        task1,
+        task2,
+        train_size=args.train_size,
+        eval_size=args.eval_size,
+        max_length=args.max_length,
+        epochs=args.max_budget,
+    )
+    t0 = time.perf_counter()
+    experiment = Experiment(config, progress=False)
+    objective = SequentialObjective(experiment)
+    n = objective.num_slots
+    objective({"lrs": _first(args.low, args.high, n)}, 1, lambda e, v: False)  # compile
+    print(f"built and compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    total = hyperband_total(args.max_budget, args.eta)
+    kw = dict(low=args.low, high=args.high, first_config=_first(args.low, args.high, n))
+    runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    for seed in args.seeds:
+        for method in args.methods:
+            t = time.perf_counter()
+            tracker = Tracker(objective, args.max_budget)
+            if method == "hyperband-gp":
+                run_hyperband(objective, SkoptSampler(n, seed=seed, **kw), args, tracker)
+            elif method == "random-hyperband":
+                run_hyperband(objective, RandomSampler(n, seed, **kw), args, tracker)
+            elif method == "random":
+                run_random(objective, RandomSampler(n, seed, **kw), args, tracker, total)
+            else:
+                run_optuna(objective, seed, args, tracker, total)
+            runs[method].append(
+                {
+                    "seed": seed,
+                    "curve": tracker.curve,
+                    "trials": tracker.trials,
+                    "spent": round(tracker.spent, 6),
+                    "final_best": final_best(tracker.curve, total),
+                    "seconds": round(time.perf_counter() - t, 1),
+                }
+            )
+            print(
+                f"{method:17s} seed {seed}: best {runs[method][-1]['final_best']} after "
+                f"{tracker.trials} trials, {tracker.spent:.0f}/{total} epochs, "
+                f"{runs[method][-1]['seconds']} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    finals = [r["final_best"] for r in runs.get("random", []) if r["final_best"] is not None]
+    target = float(np.mean(finals)) if finals else None
+    summary = {}
+    for method, rs in runs.items():
+        for r in rs:
+            r["budget_to_target"] = (
+                None if target is None else budget_to_reach(r["curve"], target, total)
+            )
+            r["fraction_of_budget"] = (
+                None if r["budget_to_target"] is None else r["budget_to_target"] / total
+            )
+        reached = [r["fraction_of_budget"] for r in rs if r["fraction_of_budget"] is not None]
+        summary[method] = {
+            "mean_final_best": float(
+                np.mean([r["final_best"] for r in rs if r["final_best"] is not None] or [np.nan])
+            ),
+            "reached_target": f"{len(reached)}/{len(rs)}",
+            "median_fraction_to_target": float(np.median(reached)) if reached else None,
+            "within_a_third": sum(f <= 1 / 3 for f in reached),
+        }
+    result = {
+        "objective": args.objective,
+        "pair": args.pair,
+        "config": config.to_dict(),
+        "num_slots": n,
+        "space": {"low": args.low, "high": args.high},
+        "hyperband": {"min_budget": 1, "max_budget": args.max_budget, "eta": args.eta},
+        "total_budget": total,
+        "target": target,
+        "summary": summary,
+        "runs": runs,
+        "command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"search_efficiency_{args.objective}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    if target is not None:
+        plot(result, stem + ".png")
+    print(json.dumps({"target": target, "total_budget": total, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
