@@ -30,15 +30,18 @@ from lrdist_jax.search.hyperband import (
     stopping_rung_levels,
 )
 from lrdist_jax.search.ledger import TrialLedger
+from lrdist_jax.search.objective import METRICS, SequentialObjective
 from lrdist_jax.search.runner import Objective, run_search, search_settings
 
 __all__ = [
     "DEFAULT_BASE",
+    "METRICS",
     "Bracket",
     "Hyperband",
     "Objective",
     "RandomSampler",
     "Rung",
+    "SequentialObjective",
     "SkoptSampler",
     "StoppingHyperband",
     "StoppingRule",
