@@ -105,3 +105,19 @@ def test_append_validates_records(tmp_path):
     with pytest.raises(ValueError, match="status must be one of"):
         ledger.append(record(0, status="running"))
     assert ledger.load() == []
+
+
+def test_only_process_zero_writes(tmp_path, monkeypatch):
+    import jax
+
+    from lrdist_jax.search.ledger import TrialLedger
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    ledger = TrialLedger(tmp_path / "trials.jsonl")
+    ledger.append({"id": 0, "config": {"lrs": [1e-5]}, "budget": 1, "status": "completed",
+                   "reward": 1.0})  # fmt: skip
+    assert not (tmp_path / "trials.jsonl").exists()
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    ledger.append({"id": 0, "config": {"lrs": [1e-5]}, "budget": 1, "status": "completed",
+                   "reward": 1.0})  # fmt: skip
+    assert len(TrialLedger(tmp_path / "trials.jsonl").load()) == 1

@@ -28,6 +28,12 @@ _STATUSES = ("completed", "stopped", "failed")
 _REQUIRED = ("id", "config", "budget", "status", "reward")
 
 
+def _is_writer() -> bool:
+    from lrdist_jax.sharding import is_main_process
+
+    return is_main_process()
+
+
 def to_strict_json(obj: Any) -> Any:
     """Converts ``obj`` into plain JSON types; NaN/inf floats become ``None``.
 
@@ -128,6 +134,8 @@ class TrialLedger:
             raise ValueError(f"Trial status must be one of {_STATUSES}, got {record['status']!r}.")
         line = json.dumps(to_strict_json(record), allow_nan=False, separators=(",", ":"))
         data = (line + "\n").encode("utf-8")
+        if not _is_writer():
+            return  # multi-host: every process runs the search, only process 0 writes
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)

@@ -57,6 +57,10 @@ def _now() -> str:
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
+    from lrdist_jax.sharding import is_main_process
+
+    if not is_main_process():
+        return  # multi-host: only process 0 writes
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(to_strict_json(obj), f, indent=2, allow_nan=False)
