@@ -31,9 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_compilation_cache() -> None:
+    """Persists compiled XLA programs across runs (``LRDIST_JAX_CACHE_DIR``; ``0`` disables).
+
+    A search or a repeated run then skips most compilation; the default folder is
+    ``~/.cache/lrdist_jax/xla``.
+    """
+    import os
+
+    import jax
+
+    path = os.environ.get("LRDIST_JAX_CACHE_DIR", os.path.expanduser("~/.cache/lrdist_jax/xla"))
+    if path in ("", "0") or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 1 check failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    _enable_compilation_cache()
     from lrdist_jax.sharding import initialize_distributed
 
     initialize_distributed()  # a no-op unless launched on several hosts
