@@ -9,6 +9,10 @@ The flat namespace holds the building blocks a Flax project imports; the engine 
 ``lrdist_jax.train``, the search in ``lrdist_jax.search``, data in ``lrdist_jax.data``.
 """
 
+from lrdist_jax.host import tune_host_allocator
+
+tune_host_allocator()  # before JAX starts its CPU threads; LRDIST_JAX_MALLOC_TUNING=0 disables
+
 from lrdist_jax.distributions import (
     PAPER_COMBINED,
     Distribution,
