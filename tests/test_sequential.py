@@ -23,6 +23,8 @@ def test_run_reports_protocol_metrics(experiment, tmp_path):
         assert 0.0 <= r[key] <= 1.0
     assert r["forgetting"] == pytest.approx(r["acc_task1"] - r["p_o"])
     assert r["reward"] == pytest.approx(r["p_s"] + r["p_o"])
+    dev1 = experiment.phases[1].evals["task1"][1].labels
+    assert r["majority"]["task1"] == pytest.approx(np.bincount(dev1).max() / len(dev1))
     assert r["evals"]["task2/task2"].keys() >= {"accuracy", "f1"}  # MRPC also reports F1
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["p_o"] == r["p_o"] and saved["config"]["task1"] == "rte"

@@ -82,7 +82,13 @@ def run(args) -> int:
         f"task, {args.epochs} epochs per phase, seed {args.seed}:\n"
     )
     print(table)
-    print(f"\nforgetting = acc_task1 - p_o (accuracy); results in {root}/*/results.json")
+    majority = next(iter(rows.values())).get("majority", {})
+    if majority:
+        print(
+            f"\nmajority-class accuracy: task1 {majority['task1']:.4f}, "
+            f"task2 {majority['task2']:.4f} (a value at this level means the task was not learned)"
+        )
+    print(f"forgetting = acc_task1 - p_o (accuracy); results in {root}/*/results.json")
     return 0
 
 

@@ -480,6 +480,9 @@ class Experiment:
             )
         elif f"{p1}/task1" in ev:
             out["acc_task1"] = _headline(ev[f"{p1}/task1"])
+        out["majority"] = {  # the accuracy of always predicting the most frequent class
+            name: _majority(split) for name, (_, split) in self.phases[-1].evals.items()
+        }
         out.update(
             lrs=[float(x) for x in lrs],
             num_slots=self.num_slots,
@@ -488,6 +491,12 @@ class Experiment:
             config=self.config.to_dict(),
         )
         return out
+
+
+def _majority(split: _Split) -> float | None:
+    if split.labels.dtype.kind == "f":  # regression
+        return None
+    return float(np.bincount(split.labels).max() / len(split.labels))
 
 
 def _headline_name(metrics: dict[str, float]) -> str:
