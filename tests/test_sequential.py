@@ -85,3 +85,50 @@ def test_full_preset_uses_the_papers_settings():
     assert cfg.num_slots == 10 and cfg.base_lr == 2e-5 and cfg.train_size is None
     assert make_config("full", "mrpc", "sst2").batch_size == 8
     assert make_config("full", "qqp", "mrpc").epochs == 3
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_mid_phase_then_resume_rewrites_metrics_exactly(experiment, tmp_path):
+    ref = experiment.run(workdir=tmp_path / "ref")
+
+    def crash(step, state):
+        if step == 16:  # last step: its metrics line is written after the checkpoint at 15
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        experiment.run(workdir=tmp_path / "run", on_step=crash)
+    crashed = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(crashed[-1])["step"] == 16  # a line the checkpoint does not cover
+    assert not (tmp_path / "run" / "results.json").exists()
+    got = experiment.run(workdir=tmp_path / "run")
+    assert got["evals"] == ref["evals"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert lines == (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+
+
+def test_kill_between_final_evaluation_and_its_checkpoint(tmp_path, monkeypatch):
+    # A checkpoint at the phase's last step (16), then the evaluation line, then a crash while
+    # the phase-end checkpoint is written: the resumed run must not write that line twice.
+    from lrdist_jax.checkpoint import CheckpointManager
+
+    exp = Experiment(make_config("smoke", "rte", "mrpc", **{**SMALL, "checkpoint_every": 8}),
+                     progress=False)  # fmt: skip
+    ref = exp.run(workdir=tmp_path / "ref")
+    save = CheckpointManager.save
+
+    def crashing_save(self, step, state, meta):
+        if meta["phase"] == 2:
+            raise _Crash
+        save(self, step, state, meta)
+
+    monkeypatch.setattr(CheckpointManager, "save", crashing_save)
+    with pytest.raises(_Crash):
+        exp.run(workdir=tmp_path / "run")
+    monkeypatch.setattr(CheckpointManager, "save", save)
+    got = exp.run(workdir=tmp_path / "run")
+    assert got["evals"] == ref["evals"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert lines == (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()

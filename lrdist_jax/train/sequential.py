@@ -376,7 +376,8 @@ class Experiment:
                 restored = ckpt.restore_latest(abstract_state(state))
                 if restored is not None:
                     state, meta = restored
-                    writer.truncate_after(int(state.step))
+                # Lines after the restored checkpoint (or all, with none) are redone.
+                writer.truncate(meta.get("metrics_lines", 0))
             status = "completed"
             for p_idx, phase in enumerate(self.phases):
                 if p_idx < meta["phase"]:
@@ -413,7 +414,7 @@ class Experiment:
                 writer.write({"step": int(state.step), "phase": phase.name, "evals": meta["evals"]})
                 meta.update(phase=p_idx + 1, epoch=0, batch=0)
                 if ckpt is not None:
-                    ckpt.save(int(state.step), state, meta)
+                    ckpt.save(int(state.step), state, {**meta, "metrics_lines": writer.lines})
         finally:
             if ckpt is not None:
                 ckpt.close()
@@ -452,7 +453,7 @@ class Experiment:
                     bar.set_postfix(loss=f"{m['loss']:.4f}")
             meta = {**meta, "phase": p_idx, "epoch": epoch, "batch": b_idx + 1}
             if ckpt is not None and step % cfg.checkpoint_every == 0:
-                ckpt.save(step, state, meta)
+                ckpt.save(step, state, {**meta, "metrics_lines": writer.lines})
             if on_step is not None:
                 on_step(step, state)
         if bar is not None:
@@ -527,28 +528,27 @@ class _MetricsWriter:
 
     def __init__(self, path: pathlib.Path | None):
         self.path = path if is_main_process() else None
+        self.lines = 0
         self._f = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
-    def truncate_after(self, step: int) -> None:
-        """Drops lines written after the checkpoint we resume from (they will be redone)."""
+    def truncate(self, lines: int) -> None:
+        """Keeps the first ``lines`` lines: those written before the restored checkpoint.
+
+        Lines written after it (train steps, evaluations) are redone by the resumed run.
+        """
+        self.lines = lines
         if self.path is None:
             return
         self._f.close()
-        keep = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-        self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
+        self.path.write_text("".join(kept), encoding="utf-8")
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
+        self.lines += 1  # counted on every process, so checkpoints agree
         if self._f is not None:
             self._f.write(json.dumps(record, sort_keys=True) + "\n")
             self._f.flush()
