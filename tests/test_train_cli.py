@@ -26,9 +26,10 @@ def test_resume_after_sigkill_gives_the_same_final_metrics(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "TQDM_DISABLE": "1"}
     ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
     subprocess.run(_train_cmd(ref_dir), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(
-        _train_cmd(crash_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # A checkpoint after every step: the kill lands mid-phase, between two saves.
+    crash_cmd = _train_cmd(crash_dir, "--checkpoint-every", "1")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(crash_cmd, env=env, **quiet)
     ckpts = crash_dir / "checkpoints"
     deadline = time.time() + 300
     # Kill once a checkpoint of the second phase exists (phase 1 has 2 epochs x 4 batches).
@@ -41,7 +42,7 @@ def test_resume_after_sigkill_gives_the_same_final_metrics(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (crash_dir / "results.json").exists()
-    subprocess.run(_train_cmd(crash_dir), check=True, env=env, capture_output=True)
+    subprocess.run(crash_cmd, check=True, env=env, capture_output=True)
     ref = json.loads((ref_dir / "results.json").read_text())
     got = json.loads((crash_dir / "results.json").read_text())
     for key in ("acc_task1", "p_s", "p_o", "forgetting", "evals"):

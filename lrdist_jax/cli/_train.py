@@ -36,6 +36,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=None, help="use the first N devices")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--data-dir", default=None, help="folder in the classic glue_data layout")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="save a checkpoint every STEPS train steps (and at every phase end)",
+    )
     g = p.add_argument_group("stability methods")
     g.add_argument(
         "--clip-component",
@@ -98,6 +105,7 @@ def config_from_args(args, **extra):
             devices=args.devices,
             dtype=args.dtype,
             data_dir=args.data_dir,
+            checkpoint_every=args.checkpoint_every,
             clip_component=args.clip_component,
             r3f_lambda=args.r3f,
             r3f_eps=args.r3f_eps,

@@ -72,7 +72,7 @@ class RunConfig:
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}.")
         if self.r3f_noise not in ("uniform", "normal"):
             raise ValueError(f"r3f_noise must be 'uniform' or 'normal', got {self.r3f_noise!r}.")
-        for name in ("batch_size", "eval_batch_size", "epochs", "max_length"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "max_length", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.base_lr <= 0:
