@@ -319,7 +319,7 @@ class Experiment:
             at = anchor
         else:
             anchor, at = params, params
-        regression = self.model.heads[0].is_regression if phase.head == "task1" else False
+        regression = next(h.is_regression for h in self.model.heads if h.name == phase.head)
 
         def batch_loss(p, batch):
             logits = self.model.apply(
