@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from lrdist_jax.models.config import BertConfig, TaskHead
+from lrdist_jax.models.dropout import Dropout
 from lrdist_jax.models.spectral import SpectralDense
 
 __all__ = ["BertClassifier", "BertModel", "BertOutput"]
@@ -84,7 +85,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = embed(cfg.max_position_embeddings)
         self.token_type_embeddings = embed(cfg.type_vocab_size)
         self.LayerNorm = _LayerNorm(cfg.layer_norm_eps, dtype=self.dtype)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
         """Word-embedding lookup only: ``i32[B, T] -> f32[B, T, H]``."""
@@ -117,7 +118,7 @@ class BertSelfAttention(nn.Module):
         q = q * jnp.asarray(dh**-0.5, self.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         probs = jax.nn.softmax(scores + mask_bias, axis=-1)  # f32[B, heads, T, T]
-        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return ctx.reshape(b, t, cfg.hidden_size)
 
@@ -132,7 +133,7 @@ class BertSelfOutput(nn.Module):
     def __call__(self, h, residual, deterministic):
         cfg = self.config
         h = _Dense(cfg.hidden_size, dtype=self.dtype, name="dense")(h)
-        h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
+        h = Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
         return _LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, name="LayerNorm")(h + residual)
 
 

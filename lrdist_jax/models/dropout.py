@@ -1,0 +1,145 @@
+"""Dropout whose mask is computed inside one fused XLA loop (bit-identical to ``nn.Dropout``).
+
+``flax.linen.Dropout`` draws its mask with :func:`jax.random.bernoulli`. On the CPU, JAX lowers
+the Threefry-2x32 hash behind it as a *rolled* five-iteration ``while`` loop (to keep compile
+times short), so every dropout mask costs five passes over memory plus loop overhead: about a
+tenth of a MiniLM train step at batch 32 and length 128 (``docs/performance.md``).
+
+:func:`dropout` computes the very same bits from the same key (Threefry-2x32 over the row-major
+element index, as :func:`jax.random.bits` does with ``jax_threefry_partitionable``, the default),
+but writes the 20 hash rounds as plain element-wise ``jnp`` operations. XLA fuses the index
+``iota``, the hash, the comparison and the select into the consumer loop, so no random bits are
+ever written to memory. The result equals ``nn.Dropout`` bit for bit for the same RNG key (tested),
+so checkpoints, seeds and parity tests do not change. Keys of another PRNG implementation
+(``rbg``, ``unsafe_rbg``) and arrays of 2^32 elements or more fall back to
+:func:`jax.random.bernoulli`.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lrdist_jax.models.dropout import dropout
+    >>> x = jnp.ones((2, 4))
+    >>> y = dropout(jax.random.key(0), x, rate=0.5)
+    >>> bool(jnp.all((y == 0) | (y == 2.0)))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["Dropout", "dropout", "threefry2x32"]
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _rotl(v: jax.Array, r: int) -> jax.Array:
+    return (v << np.uint32(r)) | (v >> np.uint32(32 - r))
+
+
+def threefry2x32(
+    key: tuple[jax.Array, jax.Array], x: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 block cipher (20 rounds), unrolled into element-wise ops.
+
+    Same function as JAX's ``threefry2x32_p`` (Salmon et al., "Parallel random numbers: as easy
+    as 1, 2, 3", SC 2011), written so that XLA fuses it into its consumer.
+
+    Args:
+      key: two ``uint32`` scalars.
+      x: two ``uint32`` arrays of the same shape (the counter words).
+
+    Returns:
+      Two ``uint32`` arrays of that shape.
+    """
+    k0, k1 = key
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0, x1 = x[0] + ks[0], x[1] + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotl(x1, r) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+    """``uint32`` row-major element index of an array of ``shape`` (an iota XLA can fuse)."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for dim in reversed(range(len(shape))):
+        index = index + lax.broadcasted_iota(jnp.uint32, shape, dim) * np.uint32(stride)
+        stride *= shape[dim]
+    return index
+
+
+def _threefry_key_words(rng: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+    """The two ``uint32`` key words of a Threefry key, or ``None`` for another PRNG."""
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        if jax.random.key_impl(rng) != "threefry2x32":
+            return None
+        rng = jax.random.key_data(rng)
+    elif rng.shape != (2,) or jax.config.jax_default_prng_impl != "threefry2x32":
+        return None
+    return rng[0], rng[1]
+
+
+def dropout(rng: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest by
+    ``1 / (1 - rate)``.
+
+    Bit-identical to ``flax.linen.Dropout(rate)(x, deterministic=False, rng=rng)``.
+
+    Args:
+      rng: a Threefry PRNG key (typed or raw ``uint32[2]``); other PRNGs use
+        :func:`jax.random.bernoulli`.
+      x: any floating array ``[...]``.
+      rate: the drop probability, in ``[0, 1]``.
+
+    Returns:
+      An array like ``x``.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1], got {rate}.")
+    if rate == 0.0:
+        return x
+    if rate == 1.0:
+        return jnp.zeros_like(x)
+    keep_prob = 1.0 - rate
+    words = _threefry_key_words(rng)
+    if words is None or math.prod(x.shape) >= 2**32 or x.ndim == 0:
+        keep = jax.random.bernoulli(rng, keep_prob, x.shape)
+    else:
+        b0, b1 = threefry2x32(words, (jnp.zeros(x.shape, jnp.uint32), _flat_index(x.shape)))
+        # jax.random.uniform's float construction: 23 random mantissa bits in [1, 2), minus 1.
+        mantissa = ((b0 ^ b1) >> np.uint32(9)) | np.uint32(0x3F800000)
+        uniform = lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1.0)
+        keep = jnp.maximum(uniform, np.float32(0.0)) < np.float32(keep_prob)
+    return lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
+class Dropout(nn.Module):
+    """Drop-in replacement for ``flax.linen.Dropout`` (no ``broadcast_dims``) using
+    :func:`dropout`.
+
+    Attributes:
+      rate: the drop probability.
+      rng_collection: the RNG stream to draw from (default ``"dropout"``).
+    """
+
+    rate: float
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        """``inputs`` unchanged when ``deterministic``, else :func:`dropout` of them."""
+        if deterministic or self.rate == 0.0:
+            return inputs
+        return dropout(self.make_rng(self.rng_collection), inputs, self.rate)
