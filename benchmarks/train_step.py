@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import statistics
 import time
@@ -200,6 +201,75 @@ def matmul_peak(size: int, reps: int) -> float:
     return 2.0 * size**3 / best / 1e9
 
 
+# ------------------------------------------------------------------------------------ workers
+def _jax_worker(conn, bs: int, t: int, matmul_size: int, profile: str | None) -> None:
+    """Builds this library's step, then runs ``n`` steps per request and replies the seconds."""
+    from lrdist_jax.models import BertConfig
+
+    np_batches = make_batches(4, bs, t)
+    _, _, state_dict = build_torch()  # the reference's weights, incl. its seeded head
+    config = BertConfig.from_json_file(resolve_model_dir(MODEL) / "config.json")
+    train, state, params = build_jax(state_dict, config)
+    flops = count_flops_per_example(params, config, t)
+    del params, state_dict
+    batches = [jax.device_put(b) for b in np_batches]
+    done = 0
+
+    def run(n: int) -> float:
+        nonlocal state, done
+        t0 = time.perf_counter()
+        metrics = None
+        for _ in range(n):
+            state, metrics = train(state, batches[done % 4], head="cls")
+            done += 1
+        jax.block_until_ready((state, metrics))
+        return time.perf_counter() - t0
+
+    conn.send({"flops": flops, "peak": matmul_peak(matmul_size, 3)})
+    _serve(conn, run)
+    if profile:
+        with jax.profiler.trace(profile):
+            run(2)
+    conn.send({"peak": matmul_peak(matmul_size, 3)})
+
+
+def _torch_worker(conn, bs: int, t: int) -> None:
+    """Builds the PyTorch reference step, then serves timing requests like ``_jax_worker``."""
+    import torch
+
+    model, opt, _ = build_torch()
+    step = torch_step_fn(model, opt)
+    batches = [
+        {k: torch.from_numpy(v).long() for k, v in b.items() if k != "weights"}
+        for b in make_batches(4, bs, t)
+    ]
+    done = 0
+
+    def run(n: int) -> float:
+        nonlocal done
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step(batches[done % 4])
+            done += 1
+        return time.perf_counter() - t0
+
+    conn.send({"threads": torch.get_num_threads(), "version": torch.__version__.split("+")[0]})
+    _serve(conn, run)
+
+
+def _serve(conn, run) -> None:
+    """Answers ``n`` with ``run(n)`` until ``None`` arrives."""
+    while (n := conn.recv()) is not None:
+        conn.send(run(n))
+
+
+def _start(target, *args):
+    parent, child = mp.get_context("spawn").Pipe()
+    proc = mp.get_context("spawn").Process(target=target, args=(child, *args), daemon=True)
+    proc.start()
+    return proc, parent, parent.recv()
+
+
 # -------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -212,82 +282,50 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--profile", default=None, help="write a jax.profiler trace to this folder")
     args = ap.parse_args(argv)
-
-    import torch
-
-    threads = torch.get_num_threads()
     bs, t = args.batch_size, args.seq_len
-    np_batches = make_batches(4, bs, t)
-    torch_model, opt, state_dict = build_torch()
-    from lrdist_jax.models import BertConfig
 
-    config = BertConfig.from_json_file(resolve_model_dir(MODEL) / "config.json")
-    train, state, params = build_jax(state_dict, config)
-    flops = count_flops_per_example(params, config, t)
-    del params
-
-    jax_batches = [jax.device_put(b) for b in np_batches]
-    torch_batches = [
-        {k: torch.from_numpy(v).long() for k, v in b.items() if k != "weights"} for b in np_batches
-    ]
-    torch_step = torch_step_fn(torch_model, opt)
-
-    counter = {"jax": 0, "torch": 0}
-
-    def run_jax(n):
-        nonlocal state
-        metrics = None
-        for _ in range(n):
-            state, metrics = train(state, jax_batches[counter["jax"] % 4], head="cls")
-            counter["jax"] += 1
-        jax.block_until_ready((state, metrics))
-        return float(metrics["loss"])
-
-    def run_torch(n):
-        loss = None
-        for _ in range(n):
-            loss = torch_step(torch_batches[counter["torch"] % 4])
-            counter["torch"] += 1
-        return float(loss)
-
-    def timed(fn, n):
-        t0 = time.perf_counter()
-        fn(n)
-        return n * bs / (time.perf_counter() - t0)
-
-    peaks = [matmul_peak(args.matmul_size, 3)]
-    run_jax(args.warmup)
+    # One worker process per side: each keeps its own heap and thread pools, so neither side's
+    # allocations or idle-spinning threads land in the other's timed rounds. The parent only
+    # alternates the requests (JAX, torch, JAX, ...), so both see the same machine load.
+    sides = {"jax": _start(_jax_worker, bs, t, args.matmul_size, args.profile)}
     if not args.skip_torch:
-        run_torch(args.warmup)
-    jax_rates, torch_rates = [], []
+        sides["torch"] = _start(_torch_worker, bs, t)
+    rates = {name: [] for name in sides}
+    for _, conn, _ in sides.values():
+        conn.send(args.warmup)
+        conn.recv()
     for _ in range(args.rounds):
-        jax_rates.append(timed(run_jax, args.steps))
-        if not args.skip_torch:
-            torch_rates.append(timed(run_torch, args.steps))
-    peaks.append(matmul_peak(args.matmul_size, 3))
-    if args.profile:
-        with jax.profiler.trace(args.profile):
-            run_jax(args.steps)
+        for name, (_, conn, _) in sides.items():
+            conn.send(args.steps)
+            rates[name].append(args.steps * bs / conn.recv())
+    for _, conn, _ in sides.values():
+        conn.send(None)
+    jax_info = sides["jax"][2]
+    peak = max(jax_info["peak"], sides["jax"][1].recv()["peak"])
+    for proc, _, _ in sides.values():
+        proc.join()
 
-    jax_eps = statistics.median(jax_rates)
-    peak = max(peaks)
+    flops = jax_info["flops"]
+    jax_eps = statistics.median(rates["jax"])
+    torch_eps = statistics.median(rates["torch"]) if "torch" in rates else None
+    torch_info = sides["torch"][2] if "torch" in sides else {}
     result = {
         "jax_examples_per_s": round(jax_eps, 2),
-        "torch_examples_per_s": round(statistics.median(torch_rates), 2) if torch_rates else None,
-        "ratio": round(jax_eps / statistics.median(torch_rates), 3) if torch_rates else None,
+        "torch_examples_per_s": round(torch_eps, 2) if torch_eps else None,
+        "ratio": round(jax_eps / torch_eps, 3) if torch_eps else None,
         "matmul_peak_gflops": round(peak, 1),
         "jax_step_gflops": round(jax_eps * flops / 1e9, 1),
         "fraction_of_peak": round(jax_eps * flops / 1e9 / peak, 3),
         "gflop_per_example": round(flops / 1e9, 3),
-        "jax_rounds": [round(r, 2) for r in jax_rates],
-        "torch_rounds": [round(r, 2) for r in torch_rates],
+        "jax_rounds": [round(r, 2) for r in rates["jax"]],
+        "torch_rounds": [round(r, 2) for r in rates.get("torch", [])],
         "batch_size": bs,
         "seq_len": t,
         "dtype": "float32",
         "lr_groups": [name for name, _ in GROUPS],
         "optimizer": "AdamW(wd=0.01) per group + global-norm clip 1.0",
-        "threads": {"torch": threads, "cpu_count": os.cpu_count()},
-        "versions": {"jax": jax.__version__, "torch": torch.__version__.split("+")[0]},
+        "threads": {"torch": torch_info.get("threads"), "cpu_count": os.cpu_count()},
+        "versions": {"jax": jax.__version__, "torch": torch_info.get("version")},
     }
     print(json.dumps(result))
     return result
