@@ -2,6 +2,7 @@
 
 from lrdist_jax.models.bert import BertClassifier, BertModel, BertOutput
 from lrdist_jax.models.config import BertConfig, TaskHead
+from lrdist_jax.models.dropout import Dropout
 from lrdist_jax.models.hf_io import (
     OFFLINE_MODELS,
     load_hf_bert,
@@ -18,6 +19,7 @@ __all__ = [
     "BertConfig",
     "BertModel",
     "BertOutput",
+    "Dropout",
     "SpectralDense",
     "TaskHead",
     "load_hf_bert",
