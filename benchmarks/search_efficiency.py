@@ -7,6 +7,10 @@ plus task 2, summed over trials) of one iteration of the Hyperband plan:
 
 * ``hyperband-gp``: this library's search, :class:`SkoptSampler` (GP) inside synchronous
   :class:`Hyperband` (``lrdist-jax search --scheduler hyperband``);
+* ``stopping-gp``: :class:`SkoptSampler` inside :class:`StoppingHyperband`, the authors' one-bracket
+  variant (every trial gets the full budget, grace period 1 and reduction factor 2 stop the
+  trials whose task-1 accuracy falls below the running cutoff; ``--scheduler stopping``), until
+  ``B`` is spent;
 * ``random-hyperband``: :class:`RandomSampler` inside the same Hyperband plan;
 * ``random``: :class:`RandomSampler`, every trial at the full budget, until ``B`` is spent;
 * ``optuna-tpe``: Optuna's ``TPESampler`` with its ``HyperbandPruner`` (same min/max budget and
@@ -42,7 +46,7 @@ import numpy as np
 
 __all__ = ["main"]
 
-METHODS = ("hyperband-gp", "random-hyperband", "random", "optuna-tpe")
+METHODS = ("hyperband-gp", "stopping-gp", "random-hyperband", "random", "optuna-tpe")
 
 # Per-objective defaults; flags override them (documented in benchmarks/README_search.md).
 OBJECTIVES = {
@@ -112,6 +116,25 @@ def run_hyperband(objective, sampler, args, tracker) -> None:
             progress=False,
             on_record=lambda r: tracker.record(r["status"], r["budget"], r["reward"]),
         )
+
+
+def run_stopping(objective, sampler, args, tracker, total: float) -> None:
+    """Stopping Hyperband trials (full budget unless stopped at a rung) until ``total`` is spent."""
+    from lrdist_jax.search.hyperband import StoppingHyperband
+
+    scheduler = StoppingHyperband(args.max_budget, num_trials=10**6, sampler=sampler)
+    while tracker.spent + 2 * args.max_budget <= total + 1e-9:
+        trial = scheduler.ask()
+        report = lambda epoch, value, i=trial.id: scheduler.report(i, epoch, value)  # noqa: E731
+        try:
+            out = objective(trial.config, trial.budget, report)
+        except FloatingPointError:
+            scheduler.tell(trial.id, None, "failed")
+            tracker.record("failed", args.max_budget, None)
+            continue
+        reward = out.get("reward") if out["status"] == "completed" else None
+        scheduler.tell(trial.id, reward, out["status"])
+        tracker.record(out["status"], args.max_budget, out.get("reward"))
 
 
 def run_random(objective, sampler, args, tracker, total: float) -> None:
@@ -197,7 +220,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
+    colors = dict(zip(METHODS, ("C0", "C4", "C1", "C2", "C3"), strict=True))
     for method, runs in result["runs"].items():
         for k, run in enumerate(runs):
             pts = [(s, b) for s, b in run["curve"] if b is not None and s <= result["total_budget"]]
@@ -277,6 +300,8 @@ def main(argv=None) -> int:
             tracker = Tracker(objective, args.max_budget)
             if method == "hyperband-gp":
                 run_hyperband(objective, SkoptSampler(n, seed=seed, **kw), args, tracker)
+            elif method == "stopping-gp":
+                run_stopping(objective, SkoptSampler(n, seed=seed, **kw), args, tracker, total)
             elif method == "random-hyperband":
                 run_hyperband(objective, RandomSampler(n, seed, **kw), args, tracker)
             elif method == "random":
