@@ -3,7 +3,7 @@
 Every method searches the same per-slot learning-rate space on the same
 :class:`~lrdist_jax.search.objective.SequentialObjective` (one :class:`Experiment`, one compiled
 train step, deterministic trials) under the same total training budget ``B`` = the epochs (task 1
-plus task 2, summed over trials) of one iteration of the Hyperband plan:
+plus task 2, summed over trials) of ``--iterations`` iterations (default 1) of the Hyperband plan:
 
 * ``hyperband-gp``: this library's search, :class:`SkoptSampler` (GP) inside synchronous
   :class:`Hyperband` (``lrdist-jax search --scheduler hyperband``);
@@ -106,7 +106,7 @@ def run_hyperband(objective, sampler, args, tracker) -> None:
     from lrdist_jax.search.hyperband import Hyperband
     from lrdist_jax.search.runner import run_search
 
-    scheduler = Hyperband(1, args.max_budget, args.eta)
+    scheduler = Hyperband(1, args.max_budget, args.eta, iterations=args.iterations)
     with tempfile.TemporaryDirectory() as workdir:
         run_search(
             objective,
@@ -265,6 +265,12 @@ def main(argv=None) -> int:
     ):
         kind = str if name == "pair" else float if name in ("low", "high") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help="Hyperband iterations; the budget B of every method is this many iterations' epochs",
+    )
     p.add_argument("--out", default="bench_search")
     args = p.parse_args(argv)
     for k, v in OBJECTIVES[args.objective].items():
@@ -291,7 +297,7 @@ def main(argv=None) -> int:
     n = objective.num_slots
     objective({"lrs": _first(args.low, args.high, n)}, 1, lambda e, v: False)  # compile
     print(f"built and compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    total = hyperband_total(args.max_budget, args.eta)
+    total = args.iterations * hyperband_total(args.max_budget, args.eta)
     kw = dict(low=args.low, high=args.high, first_config=_first(args.low, args.high, n))
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:
@@ -351,7 +357,12 @@ def main(argv=None) -> int:
         "config": config.to_dict(),
         "num_slots": n,
         "space": {"low": args.low, "high": args.high},
-        "hyperband": {"min_budget": 1, "max_budget": args.max_budget, "eta": args.eta},
+        "hyperband": {
+            "min_budget": 1,
+            "max_budget": args.max_budget,
+            "eta": args.eta,
+            "iterations": args.iterations,
+        },
         "total_budget": total,
         "target": target,
         "summary": summary,
