@@ -13,11 +13,12 @@ The JAX side is this library's step: :func:`lrdist_jax.train.step.make_step_fns`
 and labels from :func:`lrdist_jax.paths.label_params`. The PyTorch side is
 ``torch.optim.AdamW`` with ten parameter groups and ``torch.nn.utils.clip_grad_norm_``.
 
-Timing rounds alternate between the two (JAX, torch, JAX, torch, ...) after a warm-up, and the
-median of each is reported, so both see the same machine load. The same run measures this
-CPU's float32 matmul peak with a large jitted matmul and the fraction of it the JAX step
-reaches (FLOPs per example: ``6 x non-embedding parameters x tokens + 12 x layers x T^2 x H``
-for the attention products; see ``docs/performance.md``).
+Each side runs in its own worker process (spawned, so neither inherits the other's heap or
+thread pools); the parent alternates timed rounds between them (JAX, torch, JAX, torch, ...)
+after a warm-up and reports the median of each, so both see the same machine load. The same
+run measures this CPU's float32 matmul peak with a large jitted matmul and the fraction of it
+the JAX step reaches (FLOPs per example: ``6 x non-embedding parameters x tokens + 12 x layers
+x T^2 x H`` for the attention products; see ``docs/performance.md``).
 
 Prints one JSON object, e.g.::
 
