@@ -17,6 +17,7 @@ MODULES = [
     "lrdist_jax.losses._ewc",
     "lrdist_jax.search.combine",
     "lrdist_jax.search.hyperband",
+    "lrdist_jax.models.dropout",
 ]
 
 
