@@ -83,15 +83,7 @@ def _setup(num_devices: int, model, params, tx, host_batch):
         is_regression={"task1": False},
         state_sharding=replicated_sharding(mesh),
     )
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        spectral={},
-        ewc=(),
-        rng=jax.random.key(0),
-    )
-    state = [replicate(state, mesh)]
+    state = [replicate(TrainState.create(params, tx.init(params)), mesh)]
     batch = shard_batch(host_batch, mesh)
 
     def run(k: int) -> float:

@@ -168,14 +168,7 @@ def build_jax(state_dict: dict[str, np.ndarray], config):
         layerwise_adam(labels, GROUP_LRS, schedule="constant", weight_decay=WEIGHT_DECAY),
     )
     fns = make_step_fns(model, tx, LossConfig(dropout=True), is_regression={"cls": False})
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        spectral={},
-        ewc=(),
-        rng=jax.random.PRNGKey(0),
-    )
+    state = TrainState.create(params, tx.init(params))
     return fns.train, state, params
 
 

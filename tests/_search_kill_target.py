@@ -59,7 +59,11 @@ def main(argv):
                 time.sleep(120)
 
     sampler, scheduler = build()
-    run_search(objective, sampler, scheduler, workdir=workdir, progress=False, on_record=on_record)
+    records = run_search(
+        objective, sampler, scheduler, workdir=workdir, progress=False, on_record=on_record
+    )
+    # A finished (possibly resumed) run holds every trial exactly once, in id order.
+    assert [r["id"] for r in records] == list(range(scheduler.total_trials))
 
 
 if __name__ == "__main__":

@@ -279,13 +279,12 @@ class Experiment:
         opt_state = set_group_lrs(self.tx.init(params), lrs)
         spectral = self._init_variables.get("spectral", {})
         ewc = zeros_ewc(params) if cfg.ewc_lambda > 0 else ()
-        state = TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=opt_state,
+        state = TrainState.create(
+            params,
+            opt_state,
+            seed=cfg.seed,
             spectral=jax.tree.map(jnp.asarray, spectral),
             ewc=ewc,
-            rng=jax.random.PRNGKey(cfg.seed),
         )
         return replicate(state, self.mesh)
 

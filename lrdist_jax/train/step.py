@@ -40,6 +40,20 @@ class TrainState(NamedTuple):
     ewc: Any
     rng: jax.Array
 
+    @classmethod
+    def create(
+        cls, params: Any, opt_state: Any, *, seed: int = 0, spectral: Any = None, ewc: Any = ()
+    ) -> TrainState:
+        """A state at step 0 with base key ``PRNGKey(seed)`` (``spectral`` defaults to ``{}``)."""
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=opt_state,
+            spectral={} if spectral is None else spectral,
+            ewc=ewc,
+            rng=jax.random.PRNGKey(seed),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
