@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lrdist_jax.cli import main as cli_main
@@ -256,3 +257,72 @@ def test_parity_cli_exit_codes(tmp_path, capsys):
     )
     # A tolerance below float32 round-off makes the comparison fail: exit code 1.
     assert cli_main(["parity", str(tmp_path), "--tolerance", "0"]) == 1
+
+
+class _FullLastLayer(BertClassifier):
+    """The classifier without the [CLS]-only last layer (the reference for the shortcut)."""
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None, **kw):
+        out = self.bert(input_ids, attention_mask, token_type_ids, **kw)
+        return out.pooler_output if self.use_pooler else out.last_hidden_state[:, 0]
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_cls_only_last_layer_is_the_first_row_of_the_full_one(minilm, deterministic):
+    config, params, _ = minilm
+    ids, mask, types = map(jnp.asarray, parity_batch(config.vocab_size, batch=3, length=12))
+    model = BertModel(config)
+    run = lambda cls_only: model.apply(  # noqa: E731
+        {"params": params},
+        ids,
+        mask,
+        types,
+        deterministic=deterministic,
+        cls_only=cls_only,
+        rngs={"dropout": jax.random.key(4)},
+    )
+    full, short = run(False), run(True)
+    assert short.last_hidden_state.shape == (3, 1, config.hidden_size)
+    np.testing.assert_allclose(short.last_hidden_state, full.last_hidden_state[:, :1], atol=2e-6)
+    np.testing.assert_allclose(short.pooler_output, full.pooler_output, atol=2e-6)
+
+
+@pytest.mark.parametrize("use_pooler", [False, True])
+def test_classifier_loss_and_gradients_equal_the_full_last_layer(minilm, use_pooler):
+    """With dropout on, the shortcut draws the same masks: same loss, same gradients."""
+    config, params, _ = minilm
+    ids, mask, types = map(jnp.asarray, parity_batch(config.vocab_size, batch=4, length=12))
+    labels = jnp.asarray([0, 1, 1, 0])
+    heads = (TaskHead("t", 2),)
+    body = dict(params) if use_pooler else {k: v for k, v in params.items() if k != "pooler"}
+
+    def loss_and_grads(cls):
+        model = cls(config, heads, use_pooler=use_pooler)
+        variables = model.init(jax.random.key(0), ids)
+        p = {**variables["params"], "bert": body}
+
+        def loss(p):
+            logits = model.apply(
+                {"params": p},
+                ids,
+                mask,
+                types,
+                head="t",
+                deterministic=False,
+                rngs={"dropout": jax.random.key(9)},
+            )
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return jax.jit(jax.value_and_grad(loss))(p)
+
+    (l_short, g_short), (l_full, g_full) = (
+        loss_and_grads(BertClassifier),
+        loss_and_grads(_FullLastLayer),
+    )
+    np.testing.assert_allclose(l_short, l_full, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), g_short, g_full
+    )
+    # The last layer's query weights do receive gradient through the [CLS] row.
+    q = g_short["bert"]["encoder"]["layer"][str(config.num_hidden_layers - 1)]["attention"]
+    assert float(jnp.abs(q["self"]["query"]["kernel"]).max()) > 0

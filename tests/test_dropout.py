@@ -79,3 +79,24 @@ def test_same_mask_when_batch_is_sharded_over_8_devices():
     out = jax.jit(lambda k, x: dropout(k, x, 0.3))(key, sharded)
     assert len(out.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+
+
+@pytest.mark.parametrize(
+    "full, block", [((4, 3, 16, 16), (4, 3, 1, 16)), ((5, 9, 8), (5, 1, 8)), ((6, 7), (2, 3))]
+)
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_full_shape_gives_the_leading_block_of_the_full_mask(full, block, impl):
+    key = jax.random.key(7, impl=impl)
+    x = jax.random.normal(jax.random.key(1), full)
+    corner = tuple(map(slice, block))
+    ref = dropout(key, x, 0.4)[corner]
+    ours = jax.jit(lambda k, x: dropout(k, x, 0.4, full_shape=full))(key, x[corner])
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+
+
+def test_full_shape_must_cover_x():
+    x = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="full_shape"):
+        dropout(jax.random.key(0), x, 0.5, full_shape=(2, 2))
+    with pytest.raises(ValueError, match="full_shape"):
+        dropout(jax.random.key(0), x, 0.5, full_shape=(2, 3, 1))

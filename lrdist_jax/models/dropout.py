@@ -70,13 +70,14 @@ def threefry2x32(
     return x0, x1
 
 
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-    """``uint32`` row-major element index of an array of ``shape`` (an iota XLA can fuse)."""
+def _flat_index(shape: tuple[int, ...], full_shape: tuple[int, ...]) -> jax.Array:
+    """``uint32`` row-major index, within an array of ``full_shape``, of each element of its
+    leading block of ``shape`` (an iota XLA can fuse)."""
     index = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for dim in reversed(range(len(shape))):
         index = index + lax.broadcasted_iota(jnp.uint32, shape, dim) * np.uint32(stride)
-        stride *= shape[dim]
+        stride *= full_shape[dim]
     return index
 
 
@@ -91,7 +92,9 @@ def _threefry_key_words(rng: jax.Array) -> tuple[jax.Array, jax.Array] | None:
     return rng[0], rng[1]
 
 
-def dropout(rng: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+def dropout(
+    rng: jax.Array, x: jax.Array, rate: float, *, full_shape: tuple[int, ...] | None = None
+) -> jax.Array:
     """Inverted dropout: zero each element with probability ``rate``, scale the rest by
     ``1 / (1 - rate)``.
 
@@ -102,22 +105,33 @@ def dropout(rng: jax.Array, x: jax.Array, rate: float) -> jax.Array:
         :func:`jax.random.bernoulli`.
       x: any floating array ``[...]``.
       rate: the drop probability, in ``[0, 1]``.
+      full_shape: when ``x`` is only the leading block ``a[:n0, :n1, ...]`` of a larger array
+        ``a`` of this shape (same rank, ``x.shape <= full_shape`` per axis), the mask is that
+        block of ``a``'s mask: the result equals ``dropout(rng, a, rate)[:n0, :n1, ...]``
+        without computing the rest. The BERT's last layer uses it for its [CLS] row.
 
     Returns:
       An array like ``x``.
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"dropout rate must be in [0, 1], got {rate}.")
+    full_shape = x.shape if full_shape is None else tuple(full_shape)
+    if len(full_shape) != x.ndim or any(n > f for n, f in zip(x.shape, full_shape, strict=True)):
+        raise ValueError(
+            f"full_shape {full_shape} must have x's rank and be at least x's shape {x.shape} "
+            "on every axis."
+        )
     if rate == 0.0:
         return x
     if rate == 1.0:
         return jnp.zeros_like(x)
     keep_prob = 1.0 - rate
     words = _threefry_key_words(rng)
-    if words is None or math.prod(x.shape) >= 2**32 or x.ndim == 0:
-        keep = jax.random.bernoulli(rng, keep_prob, x.shape)
+    if words is None or math.prod(full_shape) >= 2**32 or x.ndim == 0:
+        keep = jax.random.bernoulli(rng, keep_prob, full_shape)[tuple(map(slice, x.shape))]
     else:
-        b0, b1 = threefry2x32(words, (jnp.zeros(x.shape, jnp.uint32), _flat_index(x.shape)))
+        counter = _flat_index(x.shape, full_shape)
+        b0, b1 = threefry2x32(words, (jnp.zeros(x.shape, jnp.uint32), counter))
         # jax.random.uniform's float construction: 23 random mantissa bits in [1, 2), minus 1.
         mantissa = ((b0 ^ b1) >> np.uint32(9)) | np.uint32(0x3F800000)
         uniform = lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1.0)
@@ -138,8 +152,12 @@ class Dropout(nn.Module):
     rng_collection: str = "dropout"
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
-        """``inputs`` unchanged when ``deterministic``, else :func:`dropout` of them."""
+    def __call__(
+        self, inputs: jax.Array, deterministic: bool, full_shape: tuple[int, ...] | None = None
+    ) -> jax.Array:
+        """``inputs`` unchanged when ``deterministic``, else :func:`dropout` of them (with the
+        mask of the leading block of a ``full_shape`` array, if given)."""
         if deterministic or self.rate == 0.0:
             return inputs
-        return dropout(self.make_rng(self.rng_collection), inputs, self.rate)
+        rng = self.make_rng(self.rng_collection)
+        return dropout(rng, inputs, self.rate, full_shape=full_shape)
