@@ -271,7 +271,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side (alternating)")
     ap.add_argument("--steps", type=int, default=4, help="train steps per round")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps per side first")
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--profile", default=None, help="write a jax.profiler trace to this folder")
