@@ -271,6 +271,13 @@ def main(argv=None) -> int:
         default=1,
         help="Hyperband iterations; the budget B of every method is this many iterations' epochs",
     )
+    p.add_argument(
+        "--min-points",
+        type=int,
+        default=None,
+        help="SkoptSampler min_points (observations at one budget before the GP is fitted); "
+        "default: the sampler's num_slots // 2 + 2",
+    )
     p.add_argument("--out", default="bench_search")
     args = p.parse_args(argv)
     for k, v in OBJECTIVES[args.objective].items():
@@ -299,15 +306,16 @@ def main(argv=None) -> int:
     print(f"built and compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     total = args.iterations * hyperband_total(args.max_budget, args.eta)
     kw = dict(low=args.low, high=args.high, first_config=_first(args.low, args.high, n))
+    gp_kw = dict(kw, min_points=args.min_points)
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
     for seed in args.seeds:
         for method in args.methods:
             t = time.perf_counter()
             tracker = Tracker(objective, args.max_budget)
             if method == "hyperband-gp":
-                run_hyperband(objective, SkoptSampler(n, seed=seed, **kw), args, tracker)
+                run_hyperband(objective, SkoptSampler(n, seed=seed, **gp_kw), args, tracker)
             elif method == "stopping-gp":
-                run_stopping(objective, SkoptSampler(n, seed=seed, **kw), args, tracker, total)
+                run_stopping(objective, SkoptSampler(n, seed=seed, **gp_kw), args, tracker, total)
             elif method == "random-hyperband":
                 run_hyperband(objective, RandomSampler(n, seed, **kw), args, tracker)
             elif method == "random":
