@@ -17,8 +17,10 @@ Each side runs in its own worker process (spawned, so neither inherits the other
 thread pools); the parent alternates timed rounds between them (JAX, torch, JAX, torch, ...)
 after a warm-up and reports the median of each, so both see the same machine load. The same
 run measures this CPU's float32 matmul peak with a large jitted matmul and the fraction of it
-the JAX step reaches (FLOPs per example: ``6 x non-embedding parameters x tokens + 12 x layers
-x T^2 x H`` for the attention products; see ``docs/performance.md``).
+the JAX step reaches, in model FLOPs (per example ``6 x non-embedding parameters x tokens + 12 x
+layers x T^2 x H`` for the attention products, what PyTorch computes; see
+``docs/performance.md``) and in the FLOPs XLA counts in the compiled step
+(``executed_gflop_per_example``: fewer, because the last layer computes only the [CLS] row).
 
 Prints one JSON object, e.g.::
 
@@ -181,6 +183,12 @@ def count_flops_per_example(params, config, seq_len: int) -> float:
     return 6.0 * (encoder * seq_len + per_token_once) + attention
 
 
+def _xla_flops(compiled) -> float:
+    """FLOPs XLA counts in a compiled executable (its cost analysis)."""
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
 def matmul_peak(size: int, reps: int) -> float:
     """Best float32 GFLOP/s of a jitted ``size^3`` matmul."""
     a = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
@@ -207,6 +215,7 @@ def _jax_worker(conn, bs: int, t: int, matmul_size: int, profile: str | None) ->
     flops = count_flops_per_example(params, config, t)
     del params, state_dict
     batches = [jax.device_put(b) for b in np_batches]
+    executed = _xla_flops(train.lower(state, batches[0], head="cls").compile()) / bs
     done = 0
 
     def run(n: int) -> float:
@@ -219,7 +228,7 @@ def _jax_worker(conn, bs: int, t: int, matmul_size: int, profile: str | None) ->
         jax.block_until_ready((state, metrics))
         return time.perf_counter() - t0
 
-    conn.send({"flops": flops, "peak": matmul_peak(matmul_size, 3)})
+    conn.send({"flops": flops, "executed": executed, "peak": matmul_peak(matmul_size, 3)})
     _serve(conn, run)
     if profile:
         with jax.profiler.trace(profile):
@@ -311,6 +320,8 @@ def main(argv=None) -> dict:
         "jax_step_gflops": round(jax_eps * flops / 1e9, 1),
         "fraction_of_peak": round(jax_eps * flops / 1e9 / peak, 3),
         "gflop_per_example": round(flops / 1e9, 3),
+        "executed_gflop_per_example": round(jax_info["executed"] / 1e9, 3),
+        "executed_fraction_of_peak": round(jax_eps * jax_info["executed"] / 1e9 / peak, 3),
         "jax_rounds": [round(r, 2) for r in rates["jax"]],
         "torch_rounds": [round(r, 2) for r in rates.get("torch", [])],
         "batch_size": bs,
