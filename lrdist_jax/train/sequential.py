@@ -247,7 +247,9 @@ class Experiment:
             params = model.init(jax.random.key(self.config.seed), jnp.zeros((1, 2), jnp.int32))[
                 "params"
             ]
-        fn = jax.jit(lambda p, b: model.apply({"params": p}, *b).last_hidden_state[:, 0])
+        fn = jax.jit(
+            lambda p, b: model.apply({"params": p}, *b, cls_only=True).last_hidden_state[:, 0]
+        )
         out = []
         n = len(arrays["input_ids"])
         for i in range(0, n, 64):
