@@ -107,13 +107,14 @@ class BertSelfAttention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask_bias, deterministic, cls_only=False):
+    def __call__(self, x, queries, mask_bias, deterministic):
+        """Keys and values from ``x: [B, T, H]``, queries from ``queries: [B, Tq, H]`` (``x``
+        itself, or its [CLS] row); returns ``[B, Tq, H]``."""
         cfg = self.config
         b, t, _ = x.shape
+        tq = queries.shape[1]
         heads, dh = cfg.num_attention_heads, cfg.head_dim
         dense = functools.partial(_Dense, cfg.hidden_size, dtype=self.dtype)
-        queries = x[:, :1] if cls_only else x  # [B, Tq, H], Tq = 1 or T
-        tq = queries.shape[1]
         q = dense(name="query")(queries).reshape(b, tq, heads, dh)
         k = dense(name="key")(x).reshape(b, t, heads, dh)
         v = dense(name="value")(x).reshape(b, t, heads, dh)
@@ -147,12 +148,12 @@ class BertAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask_bias, deterministic, cls_only=False):
+        rows = x[:, :1] if cls_only else x  # the positions whose output is computed
         h = BertSelfAttention(self.config, self.dtype, name="self")(
-            x, mask_bias, deterministic, cls_only
+            x, rows, mask_bias, deterministic
         )
-        residual = x[:, :1] if cls_only else x
         return BertSelfOutput(self.config, self.dtype, name="output")(
-            h, residual, deterministic, full_shape=x.shape
+            h, rows, deterministic, full_shape=x.shape
         )
 
 
