@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lrdist_jax.host import step_compiler_options
 from lrdist_jax.losses import EWCState, ewc_penalty, r3f_loss, task_loss
 from lrdist_jax.models import SPECTRAL_COLLECTION, BertClassifier
 
@@ -98,7 +99,8 @@ def make_step_fns(
       state_sharding: optional sharding of the state outputs (replicated on a data mesh).
 
     Batches are dicts with ``input_ids, attention_mask, token_type_ids: i32[B, T]``,
-    ``labels: i32[B] | f32[B]`` and ``weights: f32[B]``.
+    ``labels: i32[B] | f32[B]`` and ``weights: f32[B]``. Both steps compile with
+    :func:`lrdist_jax.host.step_compiler_options` (YNNPACK element-wise fusions on the CPU).
     """
     cfg = loss_config
     r4f = model.spectral_norm
@@ -190,11 +192,18 @@ def make_step_fns(
             deterministic=True,
         )
 
+    options = step_compiler_options()
     jit_kw = {}
     if state_sharding is not None:
         jit_kw["out_shardings"] = (state_sharding, state_sharding)
-    train = jax.jit(train_step, static_argnames=("head",), donate_argnums=(0,), **jit_kw)
-    logits = jax.jit(logits_step, static_argnames=("head",))
+    train = jax.jit(
+        train_step,
+        static_argnames=("head",),
+        donate_argnums=(0,),
+        compiler_options=options,
+        **jit_kw,
+    )
+    logits = jax.jit(logits_step, static_argnames=("head",), compiler_options=options)
     return StepFns(train=train, logits=logits)
 
 
