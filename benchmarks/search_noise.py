@@ -1,0 +1,145 @@
+"""Search objective noise: how much of a trial's reward is the configuration, how much the seed.
+
+The search benchmark (``search_efficiency.py``) compares samplers by the best reward they find.
+That comparison can only separate them if the reward depends on the configuration more than on
+the training seed. This script trains the same configurations (the flat log-midpoint one, then
+``--configs`` log-uniform random ones, the proposals of ``RandomSampler(seed=0)``, as random
+search draws them) under several training seeds (data order, dropout, head initialisation) at
+the full budget, and reports:
+
+* ``noise_std``: the pooled within-configuration standard deviation of the reward across seeds;
+* ``signal_std``: the standard deviation across configurations of the per-configuration means;
+* ``signal_to_noise``: their ratio;
+* ``best_config_by_seed``: for each seed, which configuration scored best (if the winner
+  changes with the seed, "the best configuration" found by any search is mostly luck).
+
+Run::
+
+    python benchmarks/search_noise.py --objective cpu --train-size 128 --eval-size 256 \
+        --max-length 64 --max-budget 2 --configs 8 --seeds 0 1 2 --out bench_noise
+
+Writes ``OUT/search_noise_<objective>.json`` (a line per trial as it goes in
+``OUT/search_noise_<objective>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from search_efficiency import OBJECTIVES, _first  # noqa: E402
+
+__all__ = ["main", "summarize"]
+
+
+def summarize(rewards: np.ndarray) -> dict:
+    """Noise and signal of a ``[configs, seeds]`` reward matrix (finite entries, >= 2 seeds)."""
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"need a [configs, seeds>=2] matrix, got shape {rewards.shape}.")
+    means = rewards.mean(axis=1)
+    noise = float(np.sqrt(rewards.var(axis=1, ddof=1).mean()))
+    signal = float(means.std(ddof=1)) if len(means) > 1 else 0.0
+    return {
+        "noise_std": noise,
+        "signal_std": signal,
+        "signal_to_noise": signal / noise if noise > 0 else float("inf"),
+        "config_means": means.tolist(),
+        "best_config_by_seed": rewards.argmax(axis=0).tolist(),
+        "best_config_by_mean": int(means.argmax()),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="smoke")
+    p.add_argument("--configs", type=int, default=8, help="random configurations besides flat")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    for name in ("pair", "low", "high", "max_budget", "train_size", "eval_size", "max_length"):
+        kind = str if name == "pair" else float if name in ("low", "high") else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--out", default="bench_noise")
+    args = p.parse_args(argv)
+    for k, v in OBJECTIVES[args.objective].items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if len(args.seeds) < 2:
+        p.error("--seeds needs at least two training seeds to measure the noise.")
+
+    from tqdm import tqdm
+
+    from lrdist_jax.search.bo import RandomSampler
+    from lrdist_jax.search.objective import SequentialObjective
+    from lrdist_jax.train import Experiment, make_config
+
+    task1, task2 = args.pair.split(":")
+    base = make_config(
+        args.objective,
+        task1,
+        task2,
+        train_size=args.train_size,
+        eval_size=args.eval_size,
+        max_length=args.max_length,
+        epochs=args.max_budget,
+    )
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"search_noise_{args.objective}")
+    experiments = {
+        args.seeds[0]: Experiment(dataclasses.replace(base, seed=args.seeds[0]), progress=False)
+    }
+    n_slots = experiments[args.seeds[0]].num_slots
+    sampler = RandomSampler(
+        n_slots, 0, low=args.low, high=args.high, first_config=_first(args.low, args.high, n_slots)
+    )
+    configs = [sampler.ask()["lrs"] for _ in range(args.configs + 1)]
+    rewards = np.full((len(configs), len(args.seeds)), np.nan)
+    t0 = time.perf_counter()
+    with open(stem + ".jsonl", "w") as log:
+        bar = tqdm(total=rewards.size, desc="trials")
+        for j, seed in enumerate(args.seeds):
+            experiment = experiments.pop(seed, None) or Experiment(
+                dataclasses.replace(base, seed=seed), progress=False
+            )
+            objective = SequentialObjective(experiment)
+            for i, lrs in enumerate(configs):
+                try:
+                    out = objective({"lrs": lrs}, args.max_budget, lambda e, v: False)
+                    rewards[i, j] = out["reward"]
+                    status = out["status"]
+                except FloatingPointError as err:
+                    status = f"failed: {err}"
+                reward = float(rewards[i, j]) if np.isfinite(rewards[i, j]) else None
+                record = {"config": i, "seed": seed, "lrs": lrs, "reward": reward}
+                log.write(json.dumps({**record, "status": status}) + "\n")
+                log.flush()
+                bar.update()
+        bar.close()
+    finite = rewards[np.all(np.isfinite(rewards), axis=1)]
+    result = {
+        "objective": args.objective,
+        "config": dataclasses.asdict(base),
+        "space": [args.low, args.high],
+        "budget": args.max_budget,
+        "seeds": args.seeds,
+        "configs": configs,
+        "rewards": rewards.tolist(),
+        "seconds": round(time.perf_counter() - t0, 1),
+        **summarize(finite),
+    }
+    tmp = stem + ".json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, stem + ".json")
+    keys = ("noise_std", "signal_std", "signal_to_noise", "best_config_by_seed")
+    print(json.dumps({k: result[k] for k in keys}))
+    return result
+
+
+if __name__ == "__main__":
+    main()
