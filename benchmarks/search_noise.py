@@ -8,10 +8,15 @@ search draws them) under several training seeds (data order, dropout, head initi
 the full budget, and reports:
 
 * ``noise_std``: the pooled within-configuration standard deviation of the reward across seeds;
+* ``interaction_std``: what is left of it after removing each seed's mean over configurations
+  (a seed that lifts every configuration alike does not change which one a search prefers;
+  this part does);
 * ``signal_std``: the standard deviation across configurations of the per-configuration means;
 * ``signal_to_noise``: their ratio;
 * ``best_config_by_seed``: for each seed, which configuration scored best (if the winner
-  changes with the seed, "the best configuration" found by any search is mostly luck).
+  changes with the seed, "the best configuration" found by any search is mostly luck);
+* ``rank_correlation``: the mean Spearman correlation of the configurations' rewards between
+  two seeds.
 
 Run::
 
@@ -46,8 +51,16 @@ def summarize(rewards: np.ndarray) -> dict:
     means = rewards.mean(axis=1)
     noise = float(np.sqrt(rewards.var(axis=1, ddof=1).mean()))
     signal = float(means.std(ddof=1)) if len(means) > 1 else 0.0
+    n_cfg, n_seed = rewards.shape
+    residual = rewards - means[:, None] - rewards.mean(axis=0) + rewards.mean()
+    dof = max(1, (n_cfg - 1) * (n_seed - 1))
+    ranks = np.argsort(np.argsort(rewards, axis=0), axis=0).astype(float)
+    pairs = [(a, b) for a in range(n_seed) for b in range(a + 1, n_seed)]
+    corr = [np.corrcoef(ranks[:, a], ranks[:, b])[0, 1] for a, b in pairs] if n_cfg > 2 else []
     return {
         "noise_std": noise,
+        "interaction_std": float(np.sqrt((residual**2).sum() / dof)),
+        "rank_correlation": float(np.mean(corr)) if corr else None,
         "signal_std": signal,
         "signal_to_noise": signal / noise if noise > 0 else float("inf"),
         "config_means": means.tolist(),
@@ -136,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)
     os.replace(tmp, stem + ".json")
-    keys = ("noise_std", "signal_std", "signal_to_noise", "best_config_by_seed")
+    keys = ("noise_std", "interaction_std", "signal_std", "signal_to_noise", "rank_correlation")
+    keys += ("best_config_by_seed",)
     print(json.dumps({k: result[k] for k in keys}))
     return result
 

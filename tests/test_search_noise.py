@@ -26,5 +26,12 @@ def test_pooled_noise_and_validation():
     out = summarize(rewards)
     assert out["noise_std"] == pytest.approx(np.sqrt(2.0))
     assert out["config_means"] == [2.0, 1.0]
+    # A seed that lifts every configuration alike is noise but no interaction.
+    shifted = summarize(np.array([[1.0, 2.0], [3.0, 4.0], [0.0, 1.0]]))
+    assert shifted["noise_std"] == pytest.approx(np.sqrt(0.5))
+    assert shifted["interaction_std"] == pytest.approx(0.0, abs=1e-12)
+    assert shifted["rank_correlation"] == pytest.approx(1.0)
+    swapped = summarize(np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]]))
+    assert swapped["rank_correlation"] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="seeds>=2"):
         summarize(np.ones((3, 1)))
