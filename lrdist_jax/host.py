@@ -1,4 +1,5 @@
-"""Process-level settings that make XLA:CPU steps fast (applied on ``import lrdist_jax``)."""
+"""Host settings that make XLA:CPU steps fast: the glibc allocator tuning applied on
+``import lrdist_jax``, and the compiler options the train and eval steps are compiled with."""
 
 from __future__ import annotations
 
