@@ -98,6 +98,30 @@ class Tracker:
         self.curve.append([round(self.spent, 6), self.best if math.isfinite(self.best) else None])
 
 
+def apply_objective_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fills the flags left unset (``None``) with the objective's defaults from ``OBJECTIVES``."""
+    for k, v in OBJECTIVES[args.objective].items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return args
+
+
+def objective_config(args: argparse.Namespace):
+    """The ``ExperimentConfig`` of the objective the flags describe (full budget as epochs)."""
+    from lrdist_jax.train import make_config
+
+    task1, task2 = args.pair.split(":")
+    return make_config(
+        args.objective,
+        task1,
+        task2,
+        train_size=args.train_size,
+        eval_size=args.eval_size,
+        max_length=args.max_length,
+        epochs=args.max_budget,
+    )
+
+
 def _first(low: float, high: float, n: int) -> list[float]:
     return [10 ** ((math.log10(low) + math.log10(high)) / 2)] * n
 
@@ -280,25 +304,13 @@ def main(argv=None) -> int:
         "default: the sampler's num_slots // 2 + 2",
     )
     p.add_argument("--out", default="bench_search")
-    args = p.parse_args(argv)
-    for k, v in OBJECTIVES[args.objective].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    args = apply_objective_defaults(p.parse_args(argv))
 
     from lrdist_jax.search.bo import RandomSampler, SkoptSampler
     from lrdist_jax.search.objective import SequentialObjective
-    from lrdist_jax.train import Experiment, make_config
+    from lrdist_jax.train import Experiment
 
-    task1, task2 = args.pair.split(":")
-    config = make_config(
-        args.objective,
-        task1,
-        task2,
-        train_size=args.train_size,
-        eval_size=args.eval_size,
-        max_length=args.max_length,
-        epochs=args.max_budget,
-    )
+    config = objective_config(args)
     t0 = time.perf_counter()
     experiment = Experiment(config, progress=False)
     objective = SequentialObjective(experiment)

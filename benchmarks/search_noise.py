@@ -39,7 +39,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from search_efficiency import OBJECTIVES, _first  # noqa: E402
+from search_efficiency import (  # noqa: E402
+    OBJECTIVES,
+    _first,
+    apply_objective_defaults,
+    objective_config,
+)
 
 __all__ = ["main", "summarize"]
 
@@ -78,10 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         kind = str if name == "pair" else float if name in ("low", "high") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     p.add_argument("--out", default="bench_noise")
-    args = p.parse_args(argv)
-    for k, v in OBJECTIVES[args.objective].items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+    args = apply_objective_defaults(p.parse_args(argv))
     if len(args.seeds) < 2:
         p.error("--seeds needs at least two training seeds to measure the noise.")
 
@@ -89,24 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lrdist_jax.search.bo import RandomSampler
     from lrdist_jax.search.objective import SequentialObjective
-    from lrdist_jax.train import Experiment, make_config
+    from lrdist_jax.train import Experiment
 
-    task1, task2 = args.pair.split(":")
-    base = make_config(
-        args.objective,
-        task1,
-        task2,
-        train_size=args.train_size,
-        eval_size=args.eval_size,
-        max_length=args.max_length,
-        epochs=args.max_budget,
-    )
+    base = objective_config(args)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"search_noise_{args.objective}")
-    experiments = {
-        args.seeds[0]: Experiment(dataclasses.replace(base, seed=args.seeds[0]), progress=False)
-    }
-    n_slots = experiments[args.seeds[0]].num_slots
+    experiment = Experiment(dataclasses.replace(base, seed=args.seeds[0]), progress=False)
+    n_slots = experiment.num_slots
     sampler = RandomSampler(
         n_slots, 0, low=args.low, high=args.high, first_config=_first(args.low, args.high, n_slots)
     )
@@ -116,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     with open(stem + ".jsonl", "w") as log:
         bar = tqdm(total=rewards.size, desc="trials")
         for j, seed in enumerate(args.seeds):
-            experiment = experiments.pop(seed, None) or Experiment(
-                dataclasses.replace(base, seed=seed), progress=False
-            )
+            if j:  # the first seed's experiment is built above (for the slot count)
+                experiment = Experiment(dataclasses.replace(base, seed=seed), progress=False)
             objective = SequentialObjective(experiment)
             for i, lrs in enumerate(configs):
                 try:
