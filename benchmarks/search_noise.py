@@ -18,13 +18,19 @@ the full budget, and reports:
 * ``rank_correlation``: the mean Spearman correlation of the configurations' rewards between
   two seeds.
 
+``--budget B`` trains every trial for ``B`` epochs per phase instead of the full ``--max-budget``
+(the experiment, its schedule and everything else unchanged), as a low Hyperband rung does;
+``--compare FULL.json`` then reports ``fidelity``: how well the rewards at this budget predict
+those of an earlier full-budget run of the same configurations and seeds (what Hyperband's
+promotions rely on).
+
 Run::
 
     python benchmarks/search_noise.py --objective cpu --train-size 128 --eval-size 256 \
         --max-length 64 --max-budget 2 --configs 8 --seeds 0 1 2 --out bench_noise
 
-Writes ``OUT/search_noise_<objective>.json`` (a line per trial as it goes in
-``OUT/search_noise_<objective>.jsonl``).
+Writes ``OUT/search_noise_<objective>.json`` (``..._<objective>_b<B>.json`` at a lower budget;
+a line per trial as it goes in the ``.jsonl`` beside it).
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ from search_efficiency import (  # noqa: E402
     objective_config,
 )
 
-__all__ = ["main", "summarize"]
+__all__ = ["fidelity", "main", "summarize"]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def summarize(rewards: np.ndarray) -> dict:
@@ -74,6 +85,32 @@ def summarize(rewards: np.ndarray) -> dict:
     }
 
 
+def fidelity(low: np.ndarray, full: np.ndarray) -> dict:
+    """How well ``[configs, seeds]`` rewards at a low budget predict those at the full budget.
+
+    Returns ``rank_correlation_by_seed`` (Spearman across configurations, per seed: what a
+    Hyperband rung trained with that seed sees), ``rank_correlation_of_means``, and
+    ``top_half_kept``: per seed, the fraction of the full-budget top half that the low budget's
+    top half also holds (what a reduction factor of 2 promotes).
+    """
+    if low.shape != full.shape or low.ndim != 2 or low.shape[0] < 3:
+        raise ValueError(
+            f"need two [configs>=3, seeds] matrices of one shape, got {low.shape} and {full.shape}."
+        )
+    n_cfg, n_seed = low.shape
+    k = n_cfg // 2
+    kept = []
+    for j in range(n_seed):
+        top_low = set(np.argsort(-low[:, j], kind="stable")[:k].tolist())
+        top_full = set(np.argsort(-full[:, j], kind="stable")[:k].tolist())
+        kept.append(len(top_low & top_full) / k)
+    return {
+        "rank_correlation_by_seed": [_spearman(low[:, j], full[:, j]) for j in range(n_seed)],
+        "rank_correlation_of_means": _spearman(low.mean(axis=1), full.mean(axis=1)),
+        "top_half_kept": kept,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--objective", choices=sorted(OBJECTIVES), default="smoke")
@@ -82,10 +119,21 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("pair", "low", "high", "max_budget", "train_size", "eval_size", "max_length"):
         kind = str if name == "pair" else float if name in ("low", "high") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--budget", type=int, default=None, help="epochs per phase (default: full)")
+    p.add_argument("--compare", default=None, help="a full-budget run's JSON (same configs)")
     p.add_argument("--out", default="bench_noise")
     args = apply_objective_defaults(p.parse_args(argv))
     if len(args.seeds) < 2:
         p.error("--seeds needs at least two training seeds to measure the noise.")
+    budget = args.max_budget if args.budget is None else args.budget
+    if not 1 <= budget <= args.max_budget:
+        p.error(f"--budget must be in [1, --max-budget={args.max_budget}], got {budget}.")
+    full = None
+    if args.compare:
+        with open(args.compare) as f:
+            full = json.load(f)
+        if full["seeds"] != args.seeds or len(full["configs"]) != args.configs + 1:
+            p.error(f"--compare {args.compare} has other seeds or configurations than this run.")
 
     from tqdm import tqdm
 
@@ -95,13 +143,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = objective_config(args)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"search_noise_{args.objective}")
+    suffix = "" if budget == args.max_budget else f"_b{budget}"
+    stem = os.path.join(args.out, f"search_noise_{args.objective}{suffix}")
     experiment = Experiment(dataclasses.replace(base, seed=args.seeds[0]), progress=False)
     n_slots = experiment.num_slots
     sampler = RandomSampler(
         n_slots, 0, low=args.low, high=args.high, first_config=_first(args.low, args.high, n_slots)
     )
     configs = [sampler.ask()["lrs"] for _ in range(args.configs + 1)]
+    if full is not None and not np.allclose(full["configs"], configs):
+        p.error(f"--compare {args.compare} has other configurations than this run.")
     rewards = np.full((len(configs), len(args.seeds)), np.nan)
     t0 = time.perf_counter()
     with open(stem + ".jsonl", "w") as log:
@@ -112,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             objective = SequentialObjective(experiment)
             for i, lrs in enumerate(configs):
                 try:
-                    out = objective({"lrs": lrs}, args.max_budget, lambda e, v: False)
+                    out = objective({"lrs": lrs}, budget, lambda e, v: False)
                     rewards[i, j] = out["reward"]
                     status = out["status"]
                 except FloatingPointError as err:
@@ -128,20 +179,25 @@ def main(argv: list[str] | None = None) -> dict:
         "objective": args.objective,
         "config": dataclasses.asdict(base),
         "space": [args.low, args.high],
-        "budget": args.max_budget,
+        "budget": budget,
+        "max_budget": args.max_budget,
         "seeds": args.seeds,
         "configs": configs,
         "rewards": rewards.tolist(),
         "seconds": round(time.perf_counter() - t0, 1),
         **summarize(finite),
     }
+    if full is not None:
+        full_rewards = np.asarray(full["rewards"], float)
+        ok = np.all(np.isfinite(rewards), axis=1) & np.all(np.isfinite(full_rewards), axis=1)
+        result["fidelity"] = fidelity(rewards[ok], full_rewards[ok])
     tmp = stem + ".json.tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)
     os.replace(tmp, stem + ".json")
     keys = ("noise_std", "interaction_std", "signal_std", "signal_to_noise", "rank_correlation")
-    keys += ("best_config_by_seed",)
-    print(json.dumps({k: result[k] for k in keys}))
+    keys += ("best_config_by_seed", "fidelity")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
     return result
 
 

@@ -1,5 +1,6 @@
 """benchmarks/search_noise.py's summary of a [configs, seeds] reward matrix."""
 
+import json
 import pathlib
 import sys
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
-from search_noise import summarize  # noqa: E402
+from search_noise import fidelity, main, summarize  # noqa: E402
 
 
 def test_pure_signal_and_pure_noise():
@@ -35,3 +36,35 @@ def test_pooled_noise_and_validation():
     assert swapped["rank_correlation"] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="seeds>=2"):
         summarize(np.ones((3, 1)))
+
+
+def test_fidelity_of_a_low_budget():
+    full = np.array([[1.0, 1.1], [2.0, 2.2], [3.0, 3.3], [4.0, 4.4]])
+    same_order = fidelity(full * 0.5 + 0.1, full)  # any increasing map keeps every promotion
+    assert same_order["rank_correlation_by_seed"] == pytest.approx([1.0, 1.0])
+    assert same_order["rank_correlation_of_means"] == pytest.approx(1.0)
+    assert same_order["top_half_kept"] == [1.0, 1.0]
+    reversed_ = fidelity(-full, full)  # a rung that promotes exactly the wrong half
+    assert reversed_["rank_correlation_by_seed"] == pytest.approx([-1.0, -1.0])
+    assert reversed_["top_half_kept"] == [0.0, 0.0]
+    # Seed 1's low rung swaps the middle two configurations: one of its top two is wrong.
+    low = full.copy()
+    low[[1, 2], 1] = low[[2, 1], 1]
+    mixed = fidelity(low, full)
+    assert mixed["rank_correlation_by_seed"] == pytest.approx([1.0, 0.8])  # 1 - 6*2/(4*15)
+    assert mixed["top_half_kept"] == [1.0, 0.5]
+    with pytest.raises(ValueError, match="one shape"):
+        fidelity(full[:3], full)
+
+
+def test_cli_rejects_a_bad_budget_or_comparison(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--max-budget", "2", "--budget", "3", "--out", str(tmp_path)])
+    assert err.value.code == 2
+    assert "--budget must be in [1, --max-budget=2]" in capsys.readouterr().err
+    other = tmp_path / "full.json"
+    other.write_text(json.dumps({"seeds": [5, 6], "configs": [[1e-5]] * 9}))
+    with pytest.raises(SystemExit) as err:
+        main(["--seeds", "0", "1", "--compare", str(other), "--out", str(tmp_path)])
+    assert err.value.code == 2 and "other seeds or configurations" in capsys.readouterr().err
+    assert not list(tmp_path.glob("search_noise_*"))  # nothing written
