@@ -130,10 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--budget must be in [1, --max-budget={args.max_budget}], got {budget}.")
     full = None
     if args.compare:
-        with open(args.compare) as f:
-            full = json.load(f)
-        if full["seeds"] != args.seeds or len(full["configs"]) != args.configs + 1:
+        try:
+            with open(args.compare) as f:
+                full = json.load(f)
+            same = full["seeds"] == args.seeds and len(full["configs"]) == args.configs + 1
+            full_budget = full["budget"] == args.max_budget
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            p.error(f"--compare {args.compare}: not a search_noise result JSON ({err}).")
+        if not same:
             p.error(f"--compare {args.compare} has other seeds or configurations than this run.")
+        if not full_budget:
+            p.error(
+                f"--compare {args.compare} was trained for {full['budget']} epochs, not the full "
+                f"--max-budget={args.max_budget}."
+            )
 
     from tqdm import tqdm
 
@@ -190,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     if full is not None:
         full_rewards = np.asarray(full["rewards"], float)
         ok = np.all(np.isfinite(rewards), axis=1) & np.all(np.isfinite(full_rewards), axis=1)
-        result["fidelity"] = fidelity(rewards[ok], full_rewards[ok])
+        # None when fewer than three configurations finished in both runs.
+        result["fidelity"] = fidelity(rewards[ok], full_rewards[ok]) if ok.sum() >= 3 else None
     tmp = stem + ".json.tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

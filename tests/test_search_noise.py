@@ -63,8 +63,17 @@ def test_cli_rejects_a_bad_budget_or_comparison(tmp_path, capsys):
     assert err.value.code == 2
     assert "--budget must be in [1, --max-budget=2]" in capsys.readouterr().err
     other = tmp_path / "full.json"
-    other.write_text(json.dumps({"seeds": [5, 6], "configs": [[1e-5]] * 9}))
+    other.write_text(json.dumps({"seeds": [5, 6], "configs": [[1e-5]] * 9, "budget": 2}))
     with pytest.raises(SystemExit) as err:
         main(["--seeds", "0", "1", "--compare", str(other), "--out", str(tmp_path)])
     assert err.value.code == 2 and "other seeds or configurations" in capsys.readouterr().err
+    other.write_text(json.dumps({"seeds": [0, 1], "configs": [[1e-5]] * 9, "budget": 1}))
+    with pytest.raises(SystemExit) as err:
+        main(["--seeds", "0", "1", "--max-budget", "2", "--compare", str(other)])
+    assert err.value.code == 2 and "not the full --max-budget=2" in capsys.readouterr().err
+    for text in ("{not json", "[]"):
+        other.write_text(text)
+        with pytest.raises(SystemExit) as err:
+            main(["--compare", str(other), "--out", str(tmp_path)])
+        assert err.value.code == 2 and "not a search_noise result" in capsys.readouterr().err
     assert not list(tmp_path.glob("search_noise_*"))  # nothing written
