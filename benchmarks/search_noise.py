@@ -70,9 +70,8 @@ def summarize(rewards: np.ndarray) -> dict:
     n_cfg, n_seed = rewards.shape
     residual = rewards - means[:, None] - rewards.mean(axis=0) + rewards.mean()
     dof = max(1, (n_cfg - 1) * (n_seed - 1))
-    ranks = np.argsort(np.argsort(rewards, axis=0), axis=0).astype(float)
     pairs = [(a, b) for a in range(n_seed) for b in range(a + 1, n_seed)]
-    corr = [np.corrcoef(ranks[:, a], ranks[:, b])[0, 1] for a, b in pairs] if n_cfg > 2 else []
+    corr = [_spearman(rewards[:, a], rewards[:, b]) for a, b in pairs] if n_cfg > 2 else []
     return {
         "noise_std": noise,
         "interaction_std": float(np.sqrt((residual**2).sum() / dof)),
