@@ -7,6 +7,8 @@ plus task 2, summed over trials) of ``--iterations`` iterations (default 1) of t
 
 * ``hyperband-gp``: this library's search, :class:`SkoptSampler` (GP) inside synchronous
   :class:`Hyperband` (``lrdist-jax search --scheduler hyperband``);
+* ``hyperband-gp-joint``: the same with ``SkoptSampler(fidelity="joint")``, one GP over
+  configuration and budget fitted on every rung (``--gp-fidelity joint``);
 * ``stopping-gp``: :class:`SkoptSampler` inside :class:`StoppingHyperband`, the authors' one-bracket
   variant (every trial gets the full budget, grace period 1 and reduction factor 2 stop the
   trials whose task-1 accuracy falls below the running cutoff; ``--scheduler stopping``), until
@@ -46,7 +48,14 @@ import numpy as np
 
 __all__ = ["main"]
 
-METHODS = ("hyperband-gp", "stopping-gp", "random-hyperband", "random", "optuna-tpe")
+METHODS = (
+    "hyperband-gp",
+    "hyperband-gp-joint",
+    "stopping-gp",
+    "random-hyperband",
+    "random",
+    "optuna-tpe",
+)
 
 # Per-objective defaults; flags override them (documented in benchmarks/README_search.md).
 OBJECTIVES = {
@@ -245,7 +254,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = dict(zip(METHODS, ("C0", "C4", "C1", "C2", "C3"), strict=True))
+    colors = dict(zip(METHODS, ("C0", "C5", "C4", "C1", "C2", "C3"), strict=True))
     for method, runs in result["runs"].items():
         for k, run in enumerate(runs):
             pts = [(s, b) for s, b in run["curve"] if b is not None and s <= result["total_budget"]]
@@ -327,6 +336,9 @@ def main(argv=None) -> int:
             tracker = Tracker(objective, args.max_budget)
             if method == "hyperband-gp":
                 run_hyperband(objective, SkoptSampler(n, seed=seed, **gp_kw), args, tracker)
+            elif method == "hyperband-gp-joint":
+                sampler = SkoptSampler(n, seed=seed, fidelity="joint", **gp_kw)
+                run_hyperband(objective, sampler, args, tracker)
             elif method == "stopping-gp":
                 run_stopping(objective, SkoptSampler(n, seed=seed, **gp_kw), args, tracker, total)
             elif method == "random-hyperband":

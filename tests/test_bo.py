@@ -138,3 +138,79 @@ def test_settings_and_validation():
         SkoptSampler(2, low=1e-3, high=1e-7)
     with pytest.raises(ValueError, match="first_config"):
         SkoptSampler(2, first_config=[1e-5])
+
+
+def _tell_points(sampler, points, f, budget):
+    for lrs in points:
+        sampler.ask()  # keep the proposal count consistent
+        sampler.tell({"lrs": lrs}, f(lrs), budget)
+
+
+def _grid(n, seed):
+    rng = np.random.default_rng(seed)
+    return [list(10.0 ** rng.uniform(-7, -3, 2)) for _ in range(n)]
+
+
+def test_joint_gp_learns_the_landscape_from_low_budgets():
+    # Twelve one-epoch results locate the peak (1e-4 in both slots); the two results at budget
+    # 4 are far from it. The joint GP proposes near the peak for budget 4; the default fits
+    # only the two budget-4 points.
+    def f(b):
+        return lambda lrs: quadratic(lrs, -4.0) + 0.5 * b
+
+    proposals = {}
+    for fidelity in ("largest", "joint"):
+        s = SkoptSampler(2, seed=0, first_config=None, min_points=2, fidelity=fidelity, **FAST)
+        _tell_points(s, _grid(12, 0), f(1), 1)
+        _tell_points(s, [[1e-7, 1e-7], [1e-7, 3e-7]], f(4), 4)
+        proposals[fidelity] = np.log10(s.ask()["lrs"])
+        assert s.model_budgets[-1] == 4
+    assert np.all(np.abs(proposals["joint"] + 4.0) < 0.5), proposals
+    assert np.max(np.abs(proposals["largest"] + 4.0)) > 0.5, proposals
+
+
+def test_joint_gp_proposes_for_the_model_budget():
+    # The peak moves with the budget: 1e-6 after one epoch, 1e-4 after four. With enough
+    # results at both levels the proposal is for budget 4 (the largest level with min_points).
+    def f(b):
+        return lambda lrs: quadratic(lrs, -6.0 if b == 1 else -4.0)
+
+    s = SkoptSampler(2, seed=0, first_config=None, min_points=3, fidelity="joint", **FAST)
+    _tell_points(s, _grid(10, 1), f(1), 1)
+    _tell_points(s, _grid(10, 2), f(4), 4)
+    lrs = np.log10(s.ask()["lrs"])
+    assert s.model_budgets[-1] == 4
+    assert np.all(np.abs(lrs + 4.0) < 0.5), lrs
+
+
+def test_joint_gp_is_deterministic_and_tells_failures_as_the_worst(monkeypatch):
+    from skopt.learning import GaussianProcessRegressor
+
+    seen = []
+    original = GaussianProcessRegressor.fit
+
+    def spy(self, x, y):
+        seen.append((np.array(x), np.array(y)))
+        return original(self, x, y)
+
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", spy)
+
+    def run():
+        s = SkoptSampler(2, seed=3, n_initial_points=1, min_points=2, fidelity="joint", **FAST)
+        for reward, budget in [(0.5, 1), (float("nan"), 1), (-2.0, 1), (1.5, 2), (0.0, 2)]:
+            s.tell(s.ask(), reward, budget)
+        return s.ask()["lrs"]
+
+    assert run() == run()
+    x, y = seen[-1]
+    # rows per level in order told: budget 1 (the NaN as that level's worst, -2.0), then 2
+    assert list(y) == [-0.5, 2.0, 2.0, -1.5, -0.0]
+    assert list(x[:, -1]) == [0.0, 0.0, 0.0, 1.0, 1.0]  # log budget scaled to [0, 1]
+    assert np.all((x[:, :2] >= 0) & (x[:, :2] <= 1))
+
+
+def test_fidelity_setting_and_validation():
+    assert "fidelity" not in SkoptSampler(2).settings()  # older searches still resume
+    assert SkoptSampler(2, fidelity="joint").settings()["fidelity"] == "joint"
+    with pytest.raises(ValueError, match="fidelity must be one of"):
+        SkoptSampler(2, fidelity="all")

@@ -144,7 +144,8 @@ def test_cli_search_end_to_end_resume_and_combine(tmp_path, capsys, shared_exper
     assert (w1 / "trials.jsonl").read_bytes() == ledger_bytes
 
     # Another search's settings are refused and nothing is changed.
-    for change in (["--trials", "4"], ["--pair", "rte:mrpc"], ["--search-seed", "5"]):
+    changes = (["--trials", "4"], ["--pair", "rte:mrpc"], ["--search-seed", "5"])
+    for change in (*changes, ["--gp-fidelity", "joint"]):
         assert cli_main(["search", *cmd, *change]) == 2
         assert "holds" in capsys.readouterr().err
     assert (w1 / "trials.jsonl").read_bytes() == ledger_bytes
@@ -191,6 +192,7 @@ def test_cli_search_refuses_a_foreign_workdir(tmp_path, capsys):
 def test_cli_search_hyperband_runs_the_bracket_plan(tmp_path, capsys, shared_experiment):
     w = tmp_path / "hb"
     extra = ["--scheduler", "hyperband", "--max-budget", "2", "--eta", "2", "--trials", "1"]
+    extra += ["--gp-fidelity", "joint"]
     assert cli_main(["search", *ARGS, "--workdir", str(w), "--high", "1e-2", *extra]) == 0
     out = capsys.readouterr().out
     assert "bracket s=1" in out and "total: 5 trials" in out
@@ -210,3 +212,4 @@ def test_cli_search_hyperband_runs_the_bracket_plan(tmp_path, capsys, shared_exp
     assert records[2]["config"] == promoted["config"]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["budget"] == 2 and summary["trials"] == 5
+    assert json.loads((w / "search.json").read_text())["sampler"]["fidelity"] == "joint"

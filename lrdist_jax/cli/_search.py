@@ -68,6 +68,14 @@ def register(sub) -> None:
         default=None,
         help="reduction factor (default 2 for stopping, the authors' value; 3 for hyperband)",
     )
+    s.add_argument(
+        "--gp-fidelity",
+        choices=("largest", "joint"),
+        default="largest",
+        help="largest: fit the GP on the largest budget with enough results (BOHB); joint: one "
+        "GP over configuration and budget, fitted on every budget (closer to AutoGluon's "
+        "searcher, which the authors used)",
+    )
     s.add_argument("--low", type=float, default=1e-7, help="smallest learning rate of a slot")
     s.add_argument("--high", type=float, default=1e-3, help="largest learning rate of a slot")
     s.add_argument(
@@ -186,6 +194,7 @@ def run(args) -> int:
             high=args.high,
             seed=search_seed,
             first_config=_first_config(args.low, args.high, experiment.num_slots),
+            fidelity=args.gp_fidelity,
         )
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from e

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = ["RandomSampler", "SkoptSampler"]
 
 _FLAT_LR = 1e-5
+_FIDELITIES = ("largest", "joint")
 
 
 def _seed_int(*keys: int) -> int:
@@ -182,9 +183,22 @@ class SkoptSampler(_LogUniformSampler):
     otherwise the next point of a fresh ``skopt.Optimizer`` (GP, ``Real(low, high,
     prior="log-uniform")`` per slot) fitted to all observations at the *largest* budget level
     that has at least ``min_points`` finite observations, with rewards negated (skopt
-    minimises) and failed trials (NaN) set to the worst value at that budget. Observations at
-    other budgets never enter that fit, so rewards on different scales (e.g. intermediate
-    ``acc/2`` and final ``p_s + p_o``) are never mixed.
+    minimises) and failed trials (NaN) set to the worst value at that budget. With
+    ``fidelity="largest"`` (the default, BOHB's rule) observations at other budgets never enter
+    that fit, so rewards on different scales (e.g. intermediate ``acc/2`` and final
+    ``p_s + p_o``) are never mixed.
+
+    ``fidelity="joint"`` fits one GP to the observations at *every* budget level instead, with
+    the budget as an extra input (``log budget`` scaled to ``[0, 1]`` over the levels seen), and
+    proposes the maximiser of expected improvement at the same level the default would fit on.
+    Low-budget results then inform the model long before the largest level holds enough points,
+    which is what Hyperband's lower rungs are for when they rank configurations like the full
+    budget does. It is closer to the authors' searcher: AutoGluon's ``bayesopt`` searcher
+    inside its Hyperband scheduler models configuration and resource jointly (Klein et al.,
+    2020, "Model-based asynchronous hyperparameter and neural architecture search",
+    arXiv 2003.10865). The GP is skopt's default (``cook_estimator("GP")``: constant times
+    Matern 5/2 with one length scale per input, Gaussian noise, normalised targets); EI is
+    maximised over ``n_acq_points`` random points, the best five polished with L-BFGS-B.
 
     Refitting from scratch at every proposal keeps the sampler a pure function of
     ``(seed, history)``, which the resumable runner relies on. GP fits run with one BLAS thread
@@ -202,10 +216,13 @@ class SkoptSampler(_LogUniformSampler):
         default configuration, the authors' first trial); ``None`` to start at random.
       min_points: Finite observations a budget level needs before a GP is fitted on it.
         Default ``num_slots // 2 + 2``.
-      acq_func: skopt acquisition function (``"EI"``, ``"LCB"``, ``"PI"``, ``"gp_hedge"``).
-      acq_optimizer: ``"auto"``, ``"lbfgs"`` or ``"sampling"``.
+      acq_func: skopt acquisition function (``"EI"``, ``"LCB"``, ``"PI"``, ``"gp_hedge"``);
+        ``fidelity="joint"`` always uses EI.
+      acq_optimizer: ``"auto"``, ``"lbfgs"`` or ``"sampling"`` (``fidelity="largest"`` only).
       n_acq_points: Random points at which the acquisition is evaluated (skopt ``n_points``).
       jitter: Standard deviation (decades) of the jitter that moves repeated proposals.
+      fidelity: ``"largest"`` (a GP on the largest budget level with ``min_points`` finite
+        observations) or ``"joint"`` (one GP over configuration and budget, on all levels).
 
     Examples:
       >>> s = SkoptSampler(2, seed=0)
@@ -229,10 +246,14 @@ class SkoptSampler(_LogUniformSampler):
         acq_optimizer: str = "auto",
         n_acq_points: int = 10000,
         jitter: float = 0.05,
+        fidelity: str = "largest",
     ) -> None:
         super().__init__(
             num_slots, low=low, high=high, seed=seed, first_config=first_config, jitter=jitter
         )
+        if fidelity not in _FIDELITIES:
+            raise ValueError(f"fidelity must be one of {_FIDELITIES}, got {fidelity!r}.")
+        self.fidelity = fidelity
         self.min_points = num_slots // 2 + 2 if min_points is None else int(min_points)
         if self.min_points < 1:
             raise ValueError(f"min_points must be >= 1, got {min_points!r}.")
@@ -267,6 +288,8 @@ class SkoptSampler(_LogUniformSampler):
         self.model_budgets.append(budget)
         if budget is None:
             return self._random_point(index)
+        if self.fidelity == "joint":
+            return self._joint_point(index, budget)
         return self._gp_point(index, self.observations[budget])
 
     def _gp_point(self, index: int, obs: list[tuple[list[float], float]]) -> list[float]:
@@ -294,9 +317,64 @@ class SkoptSampler(_LogUniformSampler):
             point = opt.ask()
         return [min(max(float(v), self.low), self.high) for v in point]
 
+    def _joint_point(self, index: int, budget: int) -> list[float]:
+        """EI maximiser at ``budget`` of one GP fitted on every budget level (``"joint"``)."""
+        from scipy.optimize import fmin_l_bfgs_b
+        from skopt.acquisition import gaussian_ei
+        from skopt.space import Space
+        from skopt.utils import cook_estimator
+        from threadpoolctl import threadpool_limits
+
+        lo, hi = math.log10(self.low), math.log10(self.high)
+        levels = [
+            b for b, obs in self.observations.items() if any(math.isfinite(r) for _, r in obs)
+        ]
+        b_lo, b_hi = math.log(min(levels)), math.log(max(levels))
+
+        def budget_coord(b: int) -> float:
+            return 0.0 if b_hi == b_lo else (math.log(b) - b_lo) / (b_hi - b_lo)
+
+        rows, ys = [], []
+        for b in levels:
+            obs = self.observations[b]
+            worst = min(r for _, r in obs if math.isfinite(r))
+            for lrs, r in obs:
+                rows.append([*((np.log10(lrs) - lo) / (hi - lo)), budget_coord(b)])
+                ys.append(-(r if math.isfinite(r) else worst))
+        x_obs, y_obs = np.asarray(rows), np.asarray(ys)
+        at_level = x_obs[:, -1] == budget_coord(budget)
+        y_opt = float(y_obs[at_level].min())
+        column = np.full((1, 1), budget_coord(budget))
+
+        def neg_ei(x: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = gaussian_ei(
+                np.hstack([x[None, :], column]), model, y_opt=y_opt, return_grad=True
+            )
+            return -float(np.ravel(value)[0]), -np.ravel(grad)[: self.num_slots]
+
+        rng = np.random.default_rng([self.seed, index, 11])
+        candidates = rng.uniform(size=(self.n_acq_points, self.num_slots))
+        with threadpool_limits(limits=1), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = cook_estimator(
+                "GP",
+                space=Space([(0.0, 1.0)] * (self.num_slots + 1)),
+                random_state=_seed_int(self.seed, index),
+            )
+            model.fit(x_obs, y_obs)
+            ei = gaussian_ei(
+                np.hstack([candidates, np.repeat(column, len(candidates), 0)]), model, y_opt=y_opt
+            )
+            best_x, best_value = candidates[int(np.argmax(ei))], -float(np.max(ei))
+            for start in candidates[np.argsort(-ei)[:5]]:
+                x, value, _ = fmin_l_bfgs_b(neg_ei, start, bounds=[(0.0, 1.0)] * self.num_slots)
+                if value < best_value:
+                    best_x, best_value = x, float(value)
+        return self._clip(lo + np.clip(best_x, 0.0, 1.0) * (hi - lo))
+
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings (stored in ``search.json`` by the runner)."""
-        return {
+        out = {
             **self._base_settings(),
             "n_initial_points": self.n_initial_points,
             "min_points": self.min_points,
@@ -304,3 +382,6 @@ class SkoptSampler(_LogUniformSampler):
             "acq_optimizer": self.acq_optimizer,
             "n_acq_points": self.n_acq_points,
         }
+        if self.fidelity != "largest":  # absent by default: older searches still resume
+            out["fidelity"] = self.fidelity
+        return out
