@@ -198,7 +198,10 @@ class SkoptSampler(_LogUniformSampler):
     2020, "Model-based asynchronous hyperparameter and neural architecture search",
     arXiv 2003.10865). The GP is skopt's default (``cook_estimator("GP")``: constant times
     Matern 5/2 with one length scale per input, Gaussian noise, normalised targets); EI is
-    maximised over ``n_acq_points`` random points, the best five polished with L-BFGS-B.
+    maximised over ``n_acq_points`` random points, the best five polished with L-BFGS-B. Under
+    :class:`~lrdist_jax.search.hyperband.StoppingHyperband` the levels hold two metrics
+    (``acc_task1 / 2`` at the rungs, ``p_s + p_o`` at ``max_t``), which the joint model treats
+    as one function of the budget, as AutoGluon's searcher did in the authors' runs.
 
     Refitting from scratch at every proposal keeps the sampler a pure function of
     ``(seed, history)``, which the resumable runner relies on. GP fits run with one BLAS thread
