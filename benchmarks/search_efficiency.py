@@ -282,6 +282,32 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, dict]:
+    """``(target, summary)``: random search's mean final best, and per method how often and
+    with what fraction of the budget each seed reached it (adds both to every run record)."""
+    finals = [r["final_best"] for r in runs.get("random", []) if r["final_best"] is not None]
+    target = float(np.mean(finals)) if finals else None
+    summary = {}
+    for method, rs in runs.items():
+        for r in rs:
+            r["budget_to_target"] = (
+                None if target is None else budget_to_reach(r["curve"], target, total)
+            )
+            r["fraction_of_budget"] = (
+                None if r["budget_to_target"] is None else r["budget_to_target"] / total
+            )
+        reached = [r["fraction_of_budget"] for r in rs if r["fraction_of_budget"] is not None]
+        summary[method] = {
+            "mean_final_best": float(
+                np.mean([r["final_best"] for r in rs if r["final_best"] is not None] or [np.nan])
+            ),
+            "reached_target": f"{len(reached)}/{len(rs)}",
+            "median_fraction_to_target": float(np.median(reached)) if reached else None,
+            "within_a_third": sum(f <= 1 / 3 for f in reached),
+        }
+    return target, summary
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--objective", choices=sorted(OBJECTIVES), default="smoke")
@@ -330,6 +356,35 @@ def main(argv=None) -> int:
     kw = dict(low=args.low, high=args.high, first_config=_first(args.low, args.high, n))
     gp_kw = dict(kw, min_points=args.min_points)
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"search_efficiency_{args.objective}")
+
+    def write_results():
+        """Writes the JSON so far (atomically); called after every method and seed."""
+        target, summary = summarize(runs, total)
+        result = {
+            "objective": args.objective,
+            "pair": args.pair,
+            "config": config.to_dict(),
+            "num_slots": n,
+            "space": {"low": args.low, "high": args.high},
+            "hyperband": {
+                "min_budget": 1,
+                "max_budget": args.max_budget,
+                "eta": args.eta,
+                "iterations": args.iterations,
+            },
+            "total_budget": total,
+            "target": target,
+            "summary": summary,
+            "runs": runs,
+            "command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
+        }
+        with open(stem + ".json.tmp", "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(stem + ".json.tmp", stem + ".json")
+        return target, summary, result
+
     for seed in args.seeds:
         for method in args.methods:
             t = time.perf_counter()
@@ -364,48 +419,8 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    finals = [r["final_best"] for r in runs.get("random", []) if r["final_best"] is not None]
-    target = float(np.mean(finals)) if finals else None
-    summary = {}
-    for method, rs in runs.items():
-        for r in rs:
-            r["budget_to_target"] = (
-                None if target is None else budget_to_reach(r["curve"], target, total)
-            )
-            r["fraction_of_budget"] = (
-                None if r["budget_to_target"] is None else r["budget_to_target"] / total
-            )
-        reached = [r["fraction_of_budget"] for r in rs if r["fraction_of_budget"] is not None]
-        summary[method] = {
-            "mean_final_best": float(
-                np.mean([r["final_best"] for r in rs if r["final_best"] is not None] or [np.nan])
-            ),
-            "reached_target": f"{len(reached)}/{len(rs)}",
-            "median_fraction_to_target": float(np.median(reached)) if reached else None,
-            "within_a_third": sum(f <= 1 / 3 for f in reached),
-        }
-    result = {
-        "objective": args.objective,
-        "pair": args.pair,
-        "config": config.to_dict(),
-        "num_slots": n,
-        "space": {"low": args.low, "high": args.high},
-        "hyperband": {
-            "min_budget": 1,
-            "max_budget": args.max_budget,
-            "eta": args.eta,
-            "iterations": args.iterations,
-        },
-        "total_budget": total,
-        "target": target,
-        "summary": summary,
-        "runs": runs,
-        "command": " ".join([os.path.basename(sys.argv[0]), *(argv or sys.argv[1:])]),
-    }
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"search_efficiency_{args.objective}")
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=1)
+            write_results()
+    target, summary, result = write_results()
     if target is not None:
         plot(result, stem + ".png")
     print(json.dumps({"target": target, "total_budget": total, "summary": summary}, indent=1))

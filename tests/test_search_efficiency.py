@@ -1,0 +1,54 @@
+"""benchmarks/search_efficiency.py: budget arithmetic and the summary against random search."""
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+from search_efficiency import (  # noqa: E402
+    budget_to_reach,
+    final_best,
+    hyperband_total,
+    summarize,
+)
+
+
+def test_hyperband_total_counts_both_phases():
+    # Hyperband(1, 4, eta=2): brackets 4@1 -> 2@2 -> 1@4 (12), 3@2 -> 1@4 (10), 3@4 (12).
+    assert hyperband_total(4, 2) == 2 * (12 + 10 + 12) == 68
+    # Hyperband(1, 2, eta=2): 2@1 -> 1@2 (4), 2@2 (4).
+    assert hyperband_total(2, 2) == 16
+
+
+def test_budget_to_reach_and_final_best_stop_at_the_total():
+    curve = [[8, None], [16, 1.2], [24, 1.3], [40, 1.4]]
+    assert budget_to_reach(curve, 1.25, total=40) == 24
+    assert budget_to_reach(curve, 1.4, total=40) == 40
+    assert budget_to_reach(curve, 1.4, total=39) is None  # reached only after the budget
+    assert budget_to_reach(curve, 1.5, total=40) is None
+    assert final_best(curve, 40) == 1.4 and final_best(curve, 30) == 1.3
+    assert final_best([[8, None]], 40) is None
+
+
+def test_summarize_measures_every_method_against_random_searchs_mean():
+    runs = {
+        "random": [
+            {"curve": [[8, 1.0], [16, 1.2]], "final_best": 1.2},
+            {"curve": [[8, 1.4], [16, 1.4]], "final_best": 1.4},
+        ],
+        "hyperband-gp": [
+            {"curve": [[4, None], [5, 1.3], [12, 1.5]], "final_best": 1.5},
+            {"curve": [[4, None], [16, 1.1]], "final_best": 1.1},
+        ],
+    }
+    target, summary = summarize(runs, total=16)
+    assert target == pytest.approx(1.3)
+    gp = summary["hyperband-gp"]
+    assert gp["reached_target"] == "1/2" and gp["within_a_third"] == 1
+    assert gp["median_fraction_to_target"] == pytest.approx(5 / 16)
+    assert gp["mean_final_best"] == pytest.approx(1.3)
+    assert [r["budget_to_target"] for r in runs["hyperband-gp"]] == [5, None]
+    assert summary["random"]["reached_target"] == "1/2"  # the second seed, from its start
+    assert runs["random"][1]["fraction_of_budget"] == pytest.approx(0.5)
+    assert summarize({"hyperband-gp": runs["hyperband-gp"]}, 16)[0] is None  # no random runs
