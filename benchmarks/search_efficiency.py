@@ -247,6 +247,58 @@ def final_best(curve: list[list[float]], total: float) -> float | None:
     return best
 
 
+def random_runs_from(path: str, result_keys: dict, seeds: list[int], total: float) -> list[dict]:
+    """Random search's runs of an earlier result, for ``--random-from``.
+
+    Random search is deterministic for a seed (proposal ``k`` depends on ``(seed, k)`` only and
+    every trial is deterministic), so an earlier run with the same objective, space and maximum
+    budget, cut at this run's budget ``total``, is what this run would compute. ``result_keys``
+    holds the fields that must match (``config``, ``space``, ``max_budget``).
+
+    Raises:
+      ValueError: naming the mismatch, if the file is unreadable or from another set-up.
+    """
+    try:
+        with open(path) as f:
+            ref = json.load(f)
+        ref_keys = {
+            "config": ref["config"],
+            "space": ref["space"],
+            "max_budget": ref["hyperband"]["max_budget"],
+        }
+        ref_runs = {r["seed"]: r for r in ref["runs"]["random"]}
+        ref_total = float(ref["total_budget"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"--random-from {path}: not a readable result with random runs ({e})"
+        ) from e
+    for key, value in result_keys.items():
+        if json.loads(json.dumps(value)) != ref_keys[key]:
+            raise ValueError(f"--random-from {path} was run with another {key}; rerun random.")
+    if ref_total < total:
+        raise ValueError(
+            f"--random-from {path} spent {ref_total:g} epochs, this run needs {total}."
+        )
+    missing = [s for s in seeds if s not in ref_runs]
+    if missing:
+        raise ValueError(f"--random-from {path} has no random run for seeds {missing}.")
+    out = []
+    for seed in seeds:
+        curve = [point for point in ref_runs[seed]["curve"] if point[0] <= total + 1e-9]
+        out.append(
+            {
+                "seed": seed,
+                "curve": curve,
+                "trials": len(curve),
+                "spent": curve[-1][0] if curve else 0.0,
+                "final_best": final_best(curve, total),
+                "seconds": None,
+                "from": path,
+            }
+        )
+    return out
+
+
 def plot(result: dict, path: str) -> None:
     import matplotlib
 
@@ -338,24 +390,46 @@ def main(argv=None) -> int:
         help="SkoptSampler min_points (observations at one budget before the GP is fitted); "
         "default: the sampler's num_slots // 2 + 2",
     )
+    p.add_argument(
+        "--random-from",
+        default=None,
+        metavar="JSON",
+        help="take random search's runs from this earlier result (same objective, space and "
+        "--max-budget; curves cut at this run's budget) instead of running them again",
+    )
     p.add_argument("--out", default="bench_search")
     args = apply_objective_defaults(p.parse_args(argv))
+    if args.random_from and "random" in args.methods:
+        p.error("--random-from replaces the random method; drop 'random' from --methods.")
 
     from lrdist_jax.search.bo import RandomSampler, SkoptSampler
     from lrdist_jax.search.objective import SequentialObjective
     from lrdist_jax.train import Experiment
 
     config = objective_config(args)
+    total = args.iterations * hyperband_total(args.max_budget, args.eta)
+    reference = None
+    if args.random_from:
+        keys = {
+            "config": config.to_dict(),
+            "space": {"low": args.low, "high": args.high},
+            "max_budget": args.max_budget,
+        }
+        try:
+            reference = random_runs_from(args.random_from, keys, args.seeds, total)
+        except ValueError as e:
+            p.error(str(e))
     t0 = time.perf_counter()
     experiment = Experiment(config, progress=False)
     objective = SequentialObjective(experiment)
     n = objective.num_slots
     objective({"lrs": _first(args.low, args.high, n)}, 1, lambda e, v: False)  # compile
     print(f"built and compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    total = args.iterations * hyperband_total(args.max_budget, args.eta)
     kw = dict(low=args.low, high=args.high, first_config=_first(args.low, args.high, n))
     gp_kw = dict(kw, min_points=args.min_points)
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    if reference is not None:
+        runs["random"] = reference
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"search_efficiency_{args.objective}")
 

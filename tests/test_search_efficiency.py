@@ -1,5 +1,6 @@
 """benchmarks/search_efficiency.py: budget arithmetic and the summary against random search."""
 
+import json
 import pathlib
 import sys
 
@@ -10,6 +11,8 @@ from search_efficiency import (  # noqa: E402
     budget_to_reach,
     final_best,
     hyperband_total,
+    main,
+    random_runs_from,
     summarize,
 )
 
@@ -52,3 +55,63 @@ def test_summarize_measures_every_method_against_random_searchs_mean():
     assert summary["random"]["reached_target"] == "1/2"  # the second seed, from its start
     assert runs["random"][1]["fraction_of_budget"] == pytest.approx(0.5)
     assert summarize({"hyperband-gp": runs["hyperband-gp"]}, 16)[0] is None  # no random runs
+
+
+KEYS = {
+    "config": {"train_size": 128, "pair": ["sst2", "mrpc"]},
+    "space": {"low": 1e-7},
+    "max_budget": 4,
+}
+
+
+def _reference(tmp_path, **change):
+    doc = {
+        "config": KEYS["config"],
+        "space": KEYS["space"],
+        "hyperband": {"max_budget": 4},
+        "total_budget": 136,
+        "runs": {
+            "random": [
+                {"seed": 0, "curve": [[8, 1.1], [16, 1.3], [24, 1.3], [32, 1.35]]},
+                {"seed": 1, "curve": [[8, 1.2], [16, 1.2], [24, 1.4], [32, 1.4]]},
+            ]
+        },
+    }
+    doc.update(change)
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_random_runs_from_an_earlier_result_are_cut_at_this_budget(tmp_path):
+    runs = random_runs_from(_reference(tmp_path), KEYS, [1, 0], total=24)
+    assert [r["seed"] for r in runs] == [1, 0]
+    assert runs[0]["curve"] == [[8, 1.2], [16, 1.2], [24, 1.4]] and runs[0]["final_best"] == 1.4
+    assert runs[1]["final_best"] == 1.3 and runs[1]["trials"] == 3 and runs[1]["spent"] == 24
+
+
+@pytest.mark.parametrize(
+    ("change", "keys", "seeds", "total", "message"),
+    [
+        ({"space": {"low": 1e-6}}, KEYS, [0], 24, "another space"),
+        ({}, {**KEYS, "max_budget": 2}, [0], 24, "another max_budget"),
+        ({"total_budget": 16}, KEYS, [0], 24, "spent 16 epochs"),
+        ({}, KEYS, [0, 5], 24, r"seeds \[5\]"),
+        ({"runs": {}}, KEYS, [0], 24, "not a readable result"),
+    ],
+)
+def test_random_runs_from_refuses_another_setup(tmp_path, change, keys, seeds, total, message):
+    with pytest.raises(ValueError, match=message):
+        random_runs_from(_reference(tmp_path, **change), keys, seeds, total)
+
+
+def test_cli_random_from_errors_exit_2_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--objective", "smoke", "--out", str(out), "--methods", "hyperband-gp"]
+    with pytest.raises(SystemExit) as e:
+        main([*common, "random", "--random-from", _reference(tmp_path)])
+    assert e.value.code == 2 and "drop 'random'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([*common, "--random-from", str(tmp_path / "missing.json")])
+    assert e.value.code == 2 and "not a readable result" in capsys.readouterr().err
+    assert not out.exists()
