@@ -31,7 +31,10 @@ Run (the smoke objective takes minutes on 2 CPU cores)::
     python benchmarks/search_efficiency.py --objective cpu --train-size 128 --eval-size 128 \
         --max-length 64 --max-budget 2 --eta 2 --seeds 0 1 2 --out bench_search_cpu
 
-Writes ``OUT/search_efficiency_<objective>.json`` and ``.png``.
+Writes ``OUT/search_efficiency_<objective>.json`` after every method and seed, and ``.png`` at
+the end. ``--random-from EARLIER.json`` takes random search's runs from an earlier result with
+the same objective, space and ``--max-budget`` instead of running them again (they are
+deterministic per seed).
 """
 
 from __future__ import annotations
