@@ -496,8 +496,7 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            write_results()
-    target, summary, result = write_results()
+            target, summary, result = write_results()
     if target is not None:
         plot(result, stem + ".png")
     print(json.dumps({"target": target, "total_budget": total, "summary": summary}, indent=1))

@@ -35,6 +35,12 @@ def _seed_int(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] >> 1)
 
 
+def _minimisation_targets(obs: list[tuple[list[float], float]]) -> list[float]:
+    """Rewards of one budget level negated for skopt, failed ones (NaN) as the level's worst."""
+    worst = min(r for _, r in obs if math.isfinite(r))
+    return [-(r if math.isfinite(r) else worst) for _, r in obs]
+
+
 class _LogUniformSampler:
     """Shared parts: search space, first configuration, random proposals, de-duplication."""
 
@@ -300,10 +306,8 @@ class SkoptSampler(_LogUniformSampler):
         from skopt.space import Real
         from threadpoolctl import threadpool_limits
 
-        finite = [r for _, r in obs if math.isfinite(r)]
-        worst = min(finite)
         xs = [x for x, _ in obs]
-        ys = [-(r if math.isfinite(r) else worst) for _, r in obs]
+        ys = _minimisation_targets(obs)
         space = [Real(self.low, self.high, prior="log-uniform") for _ in range(self.num_slots)]
         with threadpool_limits(limits=1), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -340,10 +344,8 @@ class SkoptSampler(_LogUniformSampler):
         rows, ys = [], []
         for b in levels:
             obs = self.observations[b]
-            worst = min(r for _, r in obs if math.isfinite(r))
-            for lrs, r in obs:
-                rows.append([*((np.log10(lrs) - lo) / (hi - lo)), budget_coord(b)])
-                ys.append(-(r if math.isfinite(r) else worst))
+            rows += [[*((np.log10(lrs) - lo) / (hi - lo)), budget_coord(b)] for lrs, _ in obs]
+            ys += _minimisation_targets(obs)
         x_obs, y_obs = np.asarray(rows), np.asarray(ys)
         at_level = x_obs[:, -1] == budget_coord(budget)
         y_opt = float(y_obs[at_level].min())
