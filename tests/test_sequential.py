@@ -45,6 +45,20 @@ def test_runs_differing_in_lrs_reuse_the_compiled_step(experiment):
     assert max(diffs) > 0
 
 
+def test_dropout_hash_reaches_the_model(experiment):
+    """``dropout_hash`` picks the masks of the compiled step: same run otherwise, other params."""
+    assert experiment.bert_config.dropout_hash == "lowbias32"
+    other = Experiment(
+        make_config("smoke", "rte", "mrpc", **SMALL, dropout_hash="threefry"), progress=False
+    )
+    assert other.bert_config.dropout_hash == "threefry"
+    a, b = experiment.run(), other.run()
+    assert a["config"]["dropout_hash"] == "lowbias32" and b["config"]["dropout_hash"] == "threefry"
+    pa, pb = (jax.device_get(e.last_state.params) for e in (experiment, other))
+    diffs = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), pa, pb))
+    assert max(diffs) > 0
+
+
 def test_inactive_head_is_frozen_while_training_task2(experiment):
     p1 = experiment.phases[0]
     phase1_steps = (len(p1.train) // experiment.config.batch_size) * experiment.config.epochs

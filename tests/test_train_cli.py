@@ -60,12 +60,14 @@ def test_cli_train_writes_results_and_refuses_another_runs_workdir(tmp_path, cap
                      *SMALL_ARGS]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary) == {"acc_task1", "p_s", "p_o", "forgetting"}
+    assert json.loads((wd / "results.json").read_text())["config"]["dropout_hash"] == "lowbias32"
     before = {p: p.read_bytes() for p in wd.rglob("*.json*")}
-    code = cli_main(["train", "--preset", "smoke", "--pair", "rte:mrpc", "--workdir", str(wd),
-                     *SMALL_ARGS, "--seed", "7"])  # fmt: skip
-    assert code == 2
-    assert "holds another run" in capsys.readouterr().err
-    assert {p: p.read_bytes() for p in wd.rglob("*.json*")} == before
+    for other in (["--seed", "7"], ["--dropout-hash", "threefry"]):
+        code = cli_main(["train", "--preset", "smoke", "--pair", "rte:mrpc", "--workdir",
+                         str(wd), *SMALL_ARGS, *other])  # fmt: skip
+        assert code == 2
+        assert "holds another run" in capsys.readouterr().err
+        assert {p: p.read_bytes() for p in wd.rglob("*.json*")} == before
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ __all__ = ["add_run_arguments", "config_from_args", "prepare_workdir", "register
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``train`` and ``search``."""
+    from lrdist_jax.models.dropout import MASK_HASHES
     from lrdist_jax.train.config import PRESETS, SHIFTS
 
     p.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
@@ -35,6 +36,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=int, default=None, help="use the first N devices")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    p.add_argument(
+        "--dropout-hash",
+        choices=MASK_HASHES,
+        default=None,
+        help="how dropout masks are drawn: lowbias32 (fast, default) or threefry (flax's masks)",
+    )
     p.add_argument("--data-dir", default=None, help="folder in the classic glue_data layout")
     p.add_argument(
         "--checkpoint-every",
@@ -104,6 +111,7 @@ def config_from_args(args, **extra):
             seed=args.seed,
             devices=args.devices,
             dtype=args.dtype,
+            dropout_hash=args.dropout_hash,
             data_dir=args.data_dir,
             checkpoint_every=args.checkpoint_every,
             clip_component=args.clip_component,

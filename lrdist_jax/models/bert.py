@@ -103,7 +103,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = embed(cfg.max_position_embeddings)
         self.token_type_embeddings = embed(cfg.type_vocab_size)
         self.LayerNorm = _LayerNorm(cfg.layer_norm_eps, dtype=self.dtype)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob, mask_hash=cfg.dropout_hash)
 
     def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
         """Word-embedding lookup only: ``i32[B, T] -> f32[B, T, H]``."""
@@ -139,7 +139,7 @@ class BertSelfAttention(nn.Module):
         q = q * jnp.asarray(dh**-0.5, self.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         probs = jax.nn.softmax(scores + mask_bias, axis=-1)  # f32[B, heads, Tq, T]
-        probs = Dropout(cfg.attention_probs_dropout_prob)(
+        probs = Dropout(cfg.attention_probs_dropout_prob, mask_hash=cfg.dropout_hash)(
             probs, deterministic=deterministic, full_shape=(b, heads, t, t)
         )
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
@@ -156,7 +156,9 @@ class BertSelfOutput(nn.Module):
     def __call__(self, h, residual, deterministic, full_shape=None):
         cfg = self.config
         h = _Dense(cfg.hidden_size, dtype=self.dtype, name="dense")(h)
-        h = Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic, full_shape=full_shape)
+        h = Dropout(cfg.hidden_dropout_prob, mask_hash=cfg.dropout_hash)(
+            h, deterministic=deterministic, full_shape=full_shape
+        )
         return _LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, name="LayerNorm")(h + residual)
 
 

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from lrdist_jax.models.dropout import MASK_HASHES
+
 __all__ = ["BertConfig", "TaskHead"]
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -17,7 +19,10 @@ class BertConfig:
     """Shape and numerics of a BERT encoder (the Hugging Face ``BertConfig`` fields we use).
 
     ``hidden_act="gelu"`` is the exact erf GELU, as in PyTorch and Hugging Face; the tanh
-    approximation is ``"gelu_new"`` / ``"gelu_pytorch_tanh"``.
+    approximation is ``"gelu_new"`` / ``"gelu_pytorch_tanh"``. ``dropout_hash`` (ours, not a
+    Hugging Face field) picks how dropout masks are drawn: ``"lowbias32"`` (fast, default) or
+    ``"threefry"`` (``flax.linen.Dropout``'s masks bit for bit); see
+    :mod:`lrdist_jax.models.dropout`.
     """
 
     vocab_size: int = 30522
@@ -32,6 +37,7 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    dropout_hash: str = "lowbias32"
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -42,6 +48,10 @@ class BertConfig:
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(
                 f"hidden_act={self.hidden_act!r} is not supported; use one of {_ACTIVATIONS}."
+            )
+        if self.dropout_hash not in MASK_HASHES:
+            raise ValueError(
+                f"dropout_hash={self.dropout_hash!r} is not supported; use one of {MASK_HASHES}."
             )
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"):
             if getattr(self, name) < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from lrdist_jax.models.dropout import MASK_HASHES
+
 __all__ = ["PRESETS", "SHIFTS", "RunConfig", "make_config"]
 
 SHIFTS = ("task", "length", "length-authors", "cluster")
@@ -42,6 +44,9 @@ class RunConfig:
     reset_moments: bool = False
     shuffle: bool = True
     dropout: bool = True
+    dropout_hash: str = "lowbias32"
+    """How dropout masks are drawn: ``"lowbias32"`` (fast) or ``"threefry"`` (``nn.Dropout``'s
+    masks; what this library used before 2026-11-22's session 7)."""
     double_softmax: bool = False
     clip_component: float | None = None
     r3f_lambda: float = 0.0
@@ -68,6 +73,8 @@ class RunConfig:
             )
         if self.ewc_anchor not in ("task1", "pretrained"):
             raise ValueError("ewc_anchor must be 'task1' (standard EWC) or 'pretrained' (authors).")
+        if self.dropout_hash not in MASK_HASHES:
+            raise ValueError(f"dropout_hash={self.dropout_hash!r}; choose one of {MASK_HASHES}.")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}.")
         if self.r3f_noise not in ("uniform", "normal"):

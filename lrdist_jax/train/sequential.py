@@ -125,6 +125,7 @@ class Experiment:
             self.pretrained = None
         else:
             self.bert_config, self.pretrained = load_hf_bert(cfg.model, add_pooling_layer=False)
+        self.bert_config = dataclasses.replace(self.bert_config, dropout_hash=cfg.dropout_hash)
         self.num_layers = self.bert_config.num_hidden_layers
         self.num_slots = cfg.num_slots or min(10, self.num_layers + 2)
         self.default_lrs = np.asarray(
