@@ -118,6 +118,16 @@ def apply_objective_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def add_dropout_hash_argument(p: argparse.ArgumentParser) -> None:
+    """``--dropout-hash``: the objective's dropout masks (``RunConfig.dropout_hash``)."""
+    p.add_argument(
+        "--dropout-hash",
+        choices=("lowbias32", "threefry"),
+        default="lowbias32",
+        help="dropout masks; the results up to 2026-11-22's session 6 were measured with threefry",
+    )
+
+
 def objective_config(args: argparse.Namespace):
     """The ``ExperimentConfig`` of the objective the flags describe (full budget as epochs)."""
     from lrdist_jax.train import make_config
@@ -131,6 +141,7 @@ def objective_config(args: argparse.Namespace):
         eval_size=args.eval_size,
         max_length=args.max_length,
         epochs=args.max_budget,
+        dropout_hash=args.dropout_hash,
     )
 
 
@@ -265,7 +276,8 @@ def random_runs_from(path: str, result_keys: dict, seeds: list[int], total: floa
         with open(path) as f:
             ref = json.load(f)
         ref_keys = {
-            "config": ref["config"],
+            # Results from before RunConfig.dropout_hash existed drew Threefry masks.
+            "config": {"dropout_hash": "threefry", **ref["config"]},
             "space": ref["space"],
             "max_budget": ref["hyperband"]["max_budget"],
         }
@@ -400,6 +412,7 @@ def main(argv=None) -> int:
         help="take random search's runs from this earlier result (same objective, space and "
         "--max-budget; curves cut at this run's budget) instead of running them again",
     )
+    add_dropout_hash_argument(p)
     p.add_argument("--out", default="bench_search")
     args = apply_objective_defaults(p.parse_args(argv))
     if args.random_from and "random" in args.methods:

@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from search_efficiency import (  # noqa: E402
     OBJECTIVES,
     _first,
+    add_dropout_hash_argument,
     apply_objective_defaults,
     objective_config,
 )
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     p.add_argument("--budget", type=int, default=None, help="epochs per phase (default: full)")
     p.add_argument("--compare", default=None, help="a full-budget run's JSON (same configs)")
+    add_dropout_hash_argument(p)
     p.add_argument("--out", default="bench_noise")
     args = apply_objective_defaults(p.parse_args(argv))
     if len(args.seeds) < 2:

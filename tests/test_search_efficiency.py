@@ -57,8 +57,9 @@ def test_summarize_measures_every_method_against_random_searchs_mean():
     assert summarize({"hyperband-gp": runs["hyperband-gp"]}, 16)[0] is None  # no random runs
 
 
+LEGACY_CONFIG = {"train_size": 128, "pair": ["sst2", "mrpc"]}  # before dropout_hash existed
 KEYS = {
-    "config": {"train_size": 128, "pair": ["sst2", "mrpc"]},
+    "config": {**LEGACY_CONFIG, "dropout_hash": "lowbias32"},
     "space": {"low": 1e-7},
     "max_budget": 4,
 }
@@ -98,6 +99,7 @@ def test_random_runs_from_an_earlier_result_are_cut_at_this_budget(tmp_path):
         ({"total_budget": 16}, KEYS, [0], 24, "spent 16 epochs"),
         ({}, KEYS, [0, 5], 24, r"seeds \[5\]"),
         ({"runs": {}}, KEYS, [0], 24, "not a readable result"),
+        ({"config": LEGACY_CONFIG}, KEYS, [0], 24, "another config"),
     ],
 )
 def test_random_runs_from_refuses_another_setup(tmp_path, change, keys, seeds, total, message):
@@ -115,3 +117,9 @@ def test_cli_random_from_errors_exit_2_before_any_work(tmp_path, capsys):
         main([*common, "--random-from", str(tmp_path / "missing.json")])
     assert e.value.code == 2 and "not a readable result" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_random_runs_from_reads_a_result_older_than_dropout_hash_as_threefry(tmp_path):
+    threefry = {**KEYS, "config": {**LEGACY_CONFIG, "dropout_hash": "threefry"}}
+    runs = random_runs_from(_reference(tmp_path, config=LEGACY_CONFIG), threefry, [0], total=24)
+    assert runs[0]["final_best"] == 1.3
