@@ -153,7 +153,9 @@ def run_hyperband(objective, sampler, args, tracker) -> None:
     from lrdist_jax.search.hyperband import Hyperband
     from lrdist_jax.search.runner import run_search
 
-    scheduler = Hyperband(1, args.max_budget, args.eta, iterations=args.iterations)
+    scheduler = Hyperband(
+        1, args.max_budget, args.eta, iterations=args.iterations, bracket_order=args.bracket_order
+    )
     with tempfile.TemporaryDirectory() as workdir:
         run_search(
             objective,
@@ -399,6 +401,12 @@ def main(argv=None) -> int:
         help="Hyperband iterations; the budget B of every method is this many iterations' epochs",
     )
     p.add_argument(
+        "--bracket-order",
+        choices=("descending", "ascending"),
+        default="descending",
+        help="Hyperband's bracket order: s_max first (the paper's) or s = 0 first",
+    )
+    p.add_argument(
         "--min-points",
         type=int,
         default=None,
@@ -463,6 +471,7 @@ def main(argv=None) -> int:
                 "max_budget": args.max_budget,
                 "eta": args.eta,
                 "iterations": args.iterations,
+                "bracket_order": args.bracket_order,
             },
             "total_budget": total,
             "target": target,

@@ -130,12 +130,15 @@ def _run(hb, fail=lambda trial: False):
     return trials
 
 
+@pytest.mark.parametrize("order", ["descending", "ascending"])
 @pytest.mark.parametrize("min_budget,max_budget,eta,iterations", [(1, 9, 3, 1), (1, 16, 2, 2)])
 def test_sequential_run_follows_the_schedule_and_promotes_the_top(
-    min_budget, max_budget, eta, iterations
+    min_budget, max_budget, eta, iterations, order
 ):
     sampler = CountingSampler()
-    hb = Hyperband(min_budget, max_budget, eta, sampler=sampler, iterations=iterations)
+    hb = Hyperband(
+        min_budget, max_budget, eta, sampler=sampler, iterations=iterations, bracket_order=order
+    )
     trials = _run(hb)
     assert hb.is_finished and hb.ask() is None
     assert [t.id for t in trials] == list(range(len(trials))) == sorted(hb.trials)
@@ -166,6 +169,21 @@ def test_sequential_run_follows_the_schedule_and_promotes_the_top(
     best = hb.best()
     at_max = [t for t in trials if t.budget == max_budget]
     assert best.reward == max(reward_of(t.config, t.budget) for t in at_max)
+
+
+def test_ascending_bracket_order_runs_the_full_budget_bracket_first():
+    down = Hyperband(1, 4, 4)
+    up = Hyperband(1, 4, 4, sampler=CountingSampler(), bracket_order="ascending")
+    assert [b.index for b in down.schedule()] == [1, 0]
+    assert up.schedule() == down.schedule()[::-1]
+    assert up.total_trials == down.total_trials == 7
+    assert [t.budget for t in _run(up)] == [4, 4, 1, 1, 1, 1, 4]
+    assert "brackets ascending" in up.format_schedule()
+    # The default stays out of the settings, so searches begun before the option still resume.
+    assert "bracket_order" not in down.settings()
+    assert up.settings()["bracket_order"] == "ascending"
+    with pytest.raises(ValueError, match="bracket_order='sideways'"):
+        Hyperband(1, 4, 4, bracket_order="sideways")
 
 
 def test_failed_trials_are_never_promoted():

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
 __all__ = [
+    "BRACKET_ORDERS",
     "Bracket",
     "Hyperband",
     "Rung",
@@ -43,6 +44,8 @@ __all__ = [
     "max_bracket_index",
     "stopping_rung_levels",
 ]
+
+BRACKET_ORDERS = ("descending", "ascending")
 
 _STATUSES = ("completed", "stopped", "failed")
 
@@ -243,7 +246,10 @@ class _SchedulerBase:
 class Hyperband(_SchedulerBase):
     """Synchronous Hyperband with a sequential ask/tell interface.
 
-    Brackets run one after another (``s = s_max`` first); inside a bracket, rung ``i + 1`` starts
+    Brackets run one after another, ``s = s_max`` (most configurations, smallest budget) first
+    as in Li et al., or ``s = 0`` first with ``bracket_order="ascending"`` (full-budget results
+    arrive sooner, and a model-based sampler has them when it proposes the screened brackets'
+    configurations); inside a bracket, rung ``i + 1`` starts
     when every trial of rung ``i`` has been told, and receives the top ``n_{i+1}`` configurations
     of rung ``i`` by reward (ties: earlier trial first). Trials that failed (non-finite reward) are
     never promoted, so a rung may run fewer trials than planned. New configurations are drawn
@@ -260,6 +266,7 @@ class Hyperband(_SchedulerBase):
       eta: Reduction factor (>= 2).
       sampler: Configuration sampler; may be attached later (``run_search`` does it).
       iterations: How many times the full set of brackets is run.
+      bracket_order: ``"descending"`` (``s = s_max`` first, the paper's) or ``"ascending"``.
 
     Examples:
       >>> hb = Hyperband(1, 9, eta=3)
@@ -280,13 +287,19 @@ class Hyperband(_SchedulerBase):
         *,
         sampler: Sampler | None = None,
         iterations: int = 1,
+        bracket_order: str = "descending",
     ) -> None:
         super().__init__(sampler)
+        if bracket_order not in BRACKET_ORDERS:
+            raise ValueError(f"bracket_order={bracket_order!r}; choose one of {BRACKET_ORDERS}.")
         self.min_budget = min_budget
         self.max_budget = max_budget
         self.eta = eta
         self.iterations = _check_int("iterations", iterations, 1)
+        self.bracket_order = bracket_order
         self._brackets = hyperband_brackets(min_budget, max_budget, eta)
+        if bracket_order == "ascending":
+            self._brackets.reverse()
         self._plan = [b for _ in range(iterations) for b in self._brackets]
         self._bracket_pos = 0
         self._rung = 0
@@ -298,14 +311,15 @@ class Hyperband(_SchedulerBase):
 
     # -- plan ---------------------------------------------------------------------------------
     def schedule(self) -> list[Bracket]:
-        """The plan for one iteration (see :func:`hyperband_brackets`)."""
+        """The plan for one iteration, in the order it runs (see :func:`hyperband_brackets`)."""
         return list(self._brackets)
 
     def format_schedule(self) -> str:
         """A printable table of the plan; print it before running."""
         title = (
             f"Hyperband schedule (min_budget={self.min_budget}, max_budget={self.max_budget}, "
-            f"eta={self.eta}, iterations={self.iterations}; per iteration:)"
+            f"eta={self.eta}, iterations={self.iterations}, brackets {self.bracket_order}; "
+            "per iteration:)"
         )
         return format_brackets(self._brackets, title)
 
@@ -323,6 +337,8 @@ class Hyperband(_SchedulerBase):
             "max_budget": self.max_budget,
             "eta": self.eta,
             "iterations": self.iterations,
+            # Only when non-default, so that searches begun before the option still resume.
+            **({"bracket_order": self.bracket_order} if self.bracket_order != "descending" else {}),
         }
 
     # -- ask / tell ---------------------------------------------------------------------------
