@@ -213,3 +213,26 @@ def test_cli_search_hyperband_runs_the_bracket_plan(tmp_path, capsys, shared_exp
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["budget"] == 2 and summary["trials"] == 5
     assert json.loads((w / "search.json").read_text())["sampler"]["fidelity"] == "joint"
+
+
+def test_cli_search_hyperband_ascending_runs_the_full_budget_bracket_first(
+    tmp_path, capsys, shared_experiment
+):
+    w = tmp_path / "hb"
+    extra = ["--scheduler", "hyperband", "--max-budget", "2", "--eta", "2", "--trials", "1"]
+    extra += ["--bracket-order", "ascending"]
+    assert cli_main(["search", *ARGS, "--workdir", str(w), "--high", "1e-2", *extra]) == 0
+    assert "brackets ascending" in capsys.readouterr().out
+    records = TrialLedger(w / "trials.jsonl").load()
+    assert [(r["bracket"], r["budget"]) for r in records] == [
+        (0, 2),
+        (0, 2),
+        (1, 1),
+        (1, 1),
+        (1, 2),
+    ]
+    assert json.loads((w / "search.json").read_text())["scheduler"]["bracket_order"] == "ascending"
+    # The same workdir with the default order is another search.
+    rest = [a for a in extra if a not in ("--bracket-order", "ascending")]
+    assert cli_main(["search", *ARGS, "--workdir", str(w), "--high", "1e-2", *rest]) == 2
+    assert "holds" in capsys.readouterr().err

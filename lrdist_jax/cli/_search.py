@@ -69,6 +69,13 @@ def register(sub) -> None:
         help="reduction factor (default 2 for stopping, the authors' value; 3 for hyperband)",
     )
     s.add_argument(
+        "--bracket-order",
+        choices=("descending", "ascending"),
+        default="descending",
+        help="hyperband: descending runs the most-screened bracket first (Li et al.); ascending "
+        "runs the full-budget bracket first, so the GP sees full-budget results sooner",
+    )
+    s.add_argument(
         "--gp-fidelity",
         choices=("largest", "joint"),
         default="largest",
@@ -120,7 +127,13 @@ def _build_scheduler(args, max_budget: int):
         eta = 3 if args.eta is None else args.eta
         per_iteration = Hyperband(args.min_budget, max_budget, eta).total_trials
         iterations = -(-args.trials // per_iteration)
-        return Hyperband(args.min_budget, max_budget, eta, iterations=iterations)
+        return Hyperband(
+            args.min_budget,
+            max_budget,
+            eta,
+            iterations=iterations,
+            bracket_order=args.bracket_order,
+        )
     except ValueError as e:
         raise CLIError(f"bad search budget: {e}") from e
 
