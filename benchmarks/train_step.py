@@ -15,7 +15,11 @@ and labels from :func:`lrdist_jax.paths.label_params`. The PyTorch side is
 
 Each side runs in its own worker process (spawned, so neither inherits the other's heap or
 thread pools); the parent alternates timed rounds between them (JAX, torch, JAX, torch, ...)
-after a warm-up and reports the median of each, so both see the same machine load. The same
+after a warm-up and reports the median of each, so both see the same machine load. The warm-up
+(15 steps per side) outlasts both heaps' growth (PyTorch's first seven steps; with glibc, XLA's
+step buffer makes the heap grow in 1.56 GB steps up to about step 14), so the rounds measure the
+steady state; the JSON lists each round's minor page faults, which show any growth step left
+(hundreds of thousands of faults in a round). The same
 run measures this CPU's float32 matmul peak with a large jitted matmul and the fraction of it
 the JAX step reaches, in model FLOPs (per example ``6 x non-embedding parameters x tokens + 12 x
 layers x T^2 x H`` for the attention products, what PyTorch computes; see
@@ -38,6 +42,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import time
 
@@ -262,9 +267,11 @@ def _torch_worker(conn, bs: int, t: int) -> None:
 
 
 def _serve(conn, run) -> None:
-    """Answers ``n`` with ``run(n)`` until ``None`` arrives."""
+    """Answers ``n`` with ``(run(n), minor page faults during it)`` until ``None`` arrives."""
     while (n := conn.recv()) is not None:
-        conn.send(run(n))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        seconds = run(n)
+        conn.send((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 
 
 def _start(target, *args):
@@ -281,7 +288,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side (alternating)")
     ap.add_argument("--steps", type=int, default=4, help="train steps per round")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed steps per side first")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=15,
+        help="untimed steps per side first; 15 gets both heaps past their growth steps "
+        "(docs/performance.md, sixth and seventh rounds)",
+    )
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--profile", default=None, help="write a jax.profiler trace to this folder")
@@ -295,13 +308,16 @@ def main(argv=None) -> dict:
     if not args.skip_torch:
         sides["torch"] = _start(_torch_worker, bs, t)
     rates = {name: [] for name in sides}
+    faults = {name: [] for name in sides}
     for _, conn, _ in sides.values():
         conn.send(args.warmup)
         conn.recv()
     for _ in range(args.rounds):
         for name, (_, conn, _) in sides.items():
             conn.send(args.steps)
-            rates[name].append(args.steps * bs / conn.recv())
+            seconds, round_faults = conn.recv()
+            rates[name].append(args.steps * bs / seconds)
+            faults[name].append(round_faults)
     for _, conn, _ in sides.values():
         conn.send(None)
     jax_info = sides["jax"][2]
@@ -325,6 +341,8 @@ def main(argv=None) -> dict:
         "executed_fraction_of_peak": round(jax_eps * jax_info["executed"] / 1e9 / peak, 3),
         "jax_rounds": [round(r, 2) for r in rates["jax"]],
         "torch_rounds": [round(r, 2) for r in rates.get("torch", [])],
+        "jax_round_page_faults": faults["jax"],
+        "torch_round_page_faults": faults.get("torch", []),
         "batch_size": bs,
         "seq_len": t,
         "dtype": "float32",
