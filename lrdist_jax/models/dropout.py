@@ -13,7 +13,8 @@ key and its position, so it is the same under any sharding. Two hashes (``mask_h
 * ``"lowbias32"`` (default): two rounds of Wellons' ``lowbias32`` integer mixer
   (hash-prospector; multiply-xorshift, as in MurmurHash3's finaliser) keyed by the two key
   words, ``h = mix(mix(i ^ k0) + k1)``; an element is kept when ``h >= round(rate * 2^32)``.
-  About a tenth of Threefry's integer work: 5-6% of the MiniLM train step on a 2-core CPU.
+  About a tenth of Threefry's integer work: the MiniLM train step runs 7.6% faster on a
+  2-core CPU (``docs/performance.md``, seventh round).
 * ``"threefry"``: Threefry-2x32 (20 rounds) over the index, as :func:`jax.random.bits` computes
   it with ``jax_threefry_partitionable`` (the default), so the mask is ``nn.Dropout``'s bit for
   bit for the same key (tested). Keys of another PRNG implementation (``rbg``,

@@ -46,7 +46,8 @@ class RunConfig:
     dropout: bool = True
     dropout_hash: str = "lowbias32"
     """How dropout masks are drawn: ``"lowbias32"`` (fast) or ``"threefry"`` (``nn.Dropout``'s
-    masks; what this library used before 2026-11-22's session 7)."""
+    masks; this library's only masks before ``lowbias32`` was added, so older runs need it to
+    be reproduced)."""
     double_softmax: bool = False
     clip_component: float | None = None
     r3f_lambda: float = 0.0
