@@ -120,9 +120,11 @@ def apply_objective_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def add_dropout_hash_argument(p: argparse.ArgumentParser) -> None:
     """``--dropout-hash``: the objective's dropout masks (``RunConfig.dropout_hash``)."""
+    from lrdist_jax.models.dropout import MASK_HASHES
+
     p.add_argument(
         "--dropout-hash",
-        choices=("lowbias32", "threefry"),
+        choices=MASK_HASHES,
         default="lowbias32",
         help="dropout masks; the results up to 2026-11-22's session 6 were measured with threefry",
     )
@@ -378,6 +380,8 @@ def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, 
 
 
 def main(argv=None) -> int:
+    from lrdist_jax.search.hyperband import BRACKET_ORDERS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--objective", choices=sorted(OBJECTIVES), default="smoke")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -402,7 +406,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--bracket-order",
-        choices=("descending", "ascending"),
+        choices=BRACKET_ORDERS,
         default="descending",
         help="Hyperband's bracket order: s_max first (the paper's) or s = 0 first",
     )

@@ -18,6 +18,8 @@ _FLAT = 1e-5  # AutoGluon's default configuration for Real(1e-7, 1e-3, log=True)
 
 
 def register(sub) -> None:
+    from lrdist_jax.search.hyperband import BRACKET_ORDERS
+
     p = sub.add_parser(
         "search",
         help="search a per-layer learning-rate distribution (Hyperband + GP, METHODS.md 1.6)",
@@ -70,7 +72,7 @@ def register(sub) -> None:
     )
     s.add_argument(
         "--bracket-order",
-        choices=("descending", "ascending"),
+        choices=BRACKET_ORDERS,
         default="descending",
         help="hyperband: descending runs the most-screened bracket first (Li et al.); ascending "
         "runs the full-budget bracket first, so the GP sees full-budget results sooner",
