@@ -70,10 +70,10 @@ def _two_steps():
     tx = optax.adamw(1e-3)
     fns = make_step_fns(model, tx, LossConfig(dropout=True), is_regression={"t": False})
     state = TrainState.create(params, tx.init(params))
-    hlo = fns.train.lower(state, batch, head="t").compile().as_text()
+    hlos = [s.compile().as_text() for s in fns.train.lower(state, batch, head="t")]
     for _ in range(2):
         state, metrics = fns.train(state, batch, head="t")
-    return hlo.count("__ynn_fusion"), float(metrics["loss"]), state.params
+    return [h.count("__ynn_fusion") for h in hlos], float(metrics["loss"]), state.params
 
 
 def test_train_step_uses_the_options_and_computes_the_same(monkeypatch):
@@ -81,7 +81,10 @@ def test_train_step_uses_the_options_and_computes_the_same(monkeypatch):
     n_tuned, loss_tuned, params_tuned = _two_steps()
     monkeypatch.setenv(XLA_OPTIONS_ENV, "0")
     n_plain, loss_plain, params_plain = _two_steps()
-    assert n_tuned > n_plain  # element-wise fusions went to YNNPACK too
+    # the gradients compile with element-wise YNNPACK fusions, the update as a second executable
+    # without them (docs/performance.md, eighth round); untuned, one executable
+    assert len(n_tuned) == 2 and len(n_plain) == 1
+    assert n_tuned[0] > n_plain[0] and n_tuned[1] == 0
     np.testing.assert_allclose(loss_tuned, loss_plain, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),

@@ -49,14 +49,14 @@ def test_objective_reuses_the_compiled_step_and_is_deterministic(objective):
     s = exp.num_slots
     a = {"lrs": [1e-3] * s}
     first = objective(a, 2, lambda e, v: False)
-    compiled = exp.steps.train._cache_size()
+    compiled = exp.steps.train.cache_size()
     assert compiled >= 1
     b = {"lrs": np.geomspace(1e-5, 1e-2, s).tolist()}
     reports = []
     stopped = objective(b, 3, lambda e, v: reports.append((e, v)) or e == 2)
     one_epoch = objective(b, 1, lambda e, v: pytest.fail("no report after the last epoch"))
     again = objective(a, 2, lambda e, v: False)
-    assert exp.steps.train._cache_size() == compiled  # new lrs, budgets and stops: no recompile
+    assert exp.steps.train.cache_size() == compiled  # new lrs, budgets and stops: no recompile
 
     assert first["status"] == "completed" and again == first  # same config -> same result
     m = first["metrics"]

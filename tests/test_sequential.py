@@ -36,10 +36,10 @@ def test_run_reports_protocol_metrics(experiment, tmp_path):
 
 def test_runs_differing_in_lrs_reuse_the_compiled_step(experiment):
     experiment.run(lrs=np.full(experiment.num_slots, 1e-3))
-    compiled = experiment.steps.train._cache_size()
+    compiled = experiment.steps.train.cache_size()
     first = jax.device_get(experiment.last_state.params)
     experiment.run(lrs=np.geomspace(1e-5, 1e-3, experiment.num_slots))
-    assert experiment.steps.train._cache_size() == compiled
+    assert experiment.steps.train.cache_size() == compiled
     second = jax.device_get(experiment.last_state.params)
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), first, second))
     assert max(diffs) > 0

@@ -2,7 +2,14 @@
 
 from lrdist_jax.train.config import PRESETS, SHIFTS, RunConfig, make_config
 from lrdist_jax.train.sequential import Experiment, Phase, run_sequential
-from lrdist_jax.train.step import LossConfig, StepFns, TrainState, abstract_state, make_step_fns
+from lrdist_jax.train.step import (
+    LossConfig,
+    StepFns,
+    TrainState,
+    TrainStep,
+    abstract_state,
+    make_step_fns,
+)
 
 __all__ = [
     "PRESETS",
@@ -13,6 +20,7 @@ __all__ = [
     "RunConfig",
     "StepFns",
     "TrainState",
+    "TrainStep",
     "abstract_state",
     "make_config",
     "make_step_fns",

@@ -19,7 +19,15 @@ from lrdist_jax.host import step_compiler_options
 from lrdist_jax.losses import EWCState, ewc_penalty, r3f_loss, task_loss
 from lrdist_jax.models import SPECTRAL_COLLECTION, BertClassifier
 
-__all__ = ["LossConfig", "StepFns", "TrainState", "abstract_state", "make_step_fns", "zeros_ewc"]
+__all__ = [
+    "LossConfig",
+    "StepFns",
+    "TrainState",
+    "TrainStep",
+    "abstract_state",
+    "make_step_fns",
+    "zeros_ewc",
+]
 
 
 class TrainState(NamedTuple):
@@ -69,11 +77,52 @@ class LossConfig:
     freeze_inactive_heads: bool = True
 
 
-class StepFns(NamedTuple):
-    """``train(state, batch, head=...) -> (state, metrics)`` (donates ``state``) and
-    ``logits(state, batch, head=...) -> f32[B, C]``."""
+class TrainStep:
+    """The jitted train step: ``step(state, batch, head=...) -> (state, metrics)``, donating
+    ``state``.
 
-    train: Any
+    Off the CPU it is one executable. On the CPU, where the step compiles with
+    :func:`lrdist_jax.host.step_compiler_options`, it is two: the loss and gradients with those
+    options, then the optimizer update without them. YNNPACK's element-wise fusions speed up the
+    model's forward and backward passes, but each has a single output, so inside them AdamW's
+    update of the moments and the parameters becomes several passes over memory; XLA's own loop
+    fusions write all three in one pass (the MiniLM's clip + ten-group AdamW update: 48 ms with
+    the options, 30 ms without; ``docs/performance.md``, eighth round). The gradients pass from
+    one executable to the next in device memory.
+
+    Attributes:
+      stages: the jitted functions, run in order: ``(step,)``, or ``(gradients, update)`` with
+        ``gradients(state, batch) -> (grads, spectral, metrics)`` and ``update(state, grads,
+        spectral, metrics) -> (state, metrics)`` (``head`` static in each).
+    """
+
+    def __init__(self, stages: tuple[Any, ...]):
+        self.stages = stages
+
+    def __call__(self, state: TrainState, batch, head: str):
+        if len(self.stages) == 1:
+            return self.stages[0](state, batch, head=head)
+        gradients, update = self.stages
+        return update(state, *gradients(state, batch, head=head), head=head)
+
+    def lower(self, state: TrainState, batch, head: str) -> tuple[Any, ...]:
+        """Each stage lowered for these arguments (``jax.stages.Lowered``; compile each)."""
+        first = self.stages[0].lower(state, batch, head=head)
+        if len(self.stages) == 1:
+            return (first,)
+        outputs = jax.tree.map(lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype), first.out_info)
+        return first, self.stages[1].lower(state, *outputs, head=head)
+
+    def cache_size(self) -> int:
+        """Executables compiled so far, summed over the stages."""
+        return sum(stage._cache_size() for stage in self.stages)
+
+
+class StepFns(NamedTuple):
+    """``train(state, batch, head=...) -> (state, metrics)`` (a :class:`TrainStep`, donating
+    ``state``) and ``logits(state, batch, head=...) -> f32[B, C]``."""
+
+    train: TrainStep
     logits: Any
 
 
@@ -99,8 +148,10 @@ def make_step_fns(
       state_sharding: optional sharding of the state outputs (replicated on a data mesh).
 
     Batches are dicts with ``input_ids, attention_mask, token_type_ids: i32[B, T]``,
-    ``labels: i32[B] | f32[B]`` and ``weights: f32[B]``. Both steps compile with
-    :func:`lrdist_jax.host.step_compiler_options` (YNNPACK element-wise fusions on the CPU).
+    ``labels: i32[B] | f32[B]`` and ``weights: f32[B]``. The eval step and the model's
+    forward and backward passes compile with :func:`lrdist_jax.host.step_compiler_options`
+    (YNNPACK element-wise fusions on the CPU; there the optimizer update is a second executable
+    without them, see :class:`TrainStep`).
     """
     cfg = loss_config
     r4f = model.spectral_norm
@@ -157,12 +208,15 @@ def make_step_fns(
             loss = loss + penalty
         return loss, (spectral, aux)
 
-    def train_step(state: TrainState, batch, head: str):
+    def gradients(state: TrainState, batch, head: str):
         rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (spectral, aux)), grads = grad_fn(
             state.params, state.spectral, state.ewc, batch, rng, head
         )
+        return grads, spectral, {"loss": loss, **aux}
+
+    def update(state: TrainState, grads, spectral, metrics, head: str):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         if cfg.freeze_inactive_heads:
             updates = {
@@ -173,11 +227,14 @@ def make_step_fns(
                 },
             }
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
         new_state = state._replace(
             step=state.step + 1, params=params, opt_state=opt_state, spectral=spectral
         )
         return new_state, metrics
+
+    def train_step(state: TrainState, batch, head: str):
+        return update(state, *gradients(state, batch, head), head)
 
     def logits_step(state: TrainState, batch, head: str):
         variables = {"params": state.params}
@@ -193,18 +250,18 @@ def make_step_fns(
         )
 
     options = step_compiler_options()
-    jit_kw = {}
+    jit_kw = {"static_argnames": ("head",)}
     if state_sharding is not None:
-        jit_kw["out_shardings"] = (state_sharding, state_sharding)
-    train = jax.jit(
-        train_step,
-        static_argnames=("head",),
-        donate_argnums=(0,),
-        compiler_options=options,
-        **jit_kw,
-    )
+        jit_kw["out_shardings"] = state_sharding
+    if options:  # the CPU: the update compiles without the options (see TrainStep)
+        stages = (
+            jax.jit(gradients, compiler_options=options, **jit_kw),
+            jax.jit(update, donate_argnums=(0,), **jit_kw),
+        )
+    else:
+        stages = (jax.jit(train_step, donate_argnums=(0,), **jit_kw),)
     logits = jax.jit(logits_step, static_argnames=("head",), compiler_options=options)
-    return StepFns(train=train, logits=logits)
+    return StepFns(train=TrainStep(stages), logits=logits)
 
 
 def abstract_state(state: TrainState) -> TrainState:
