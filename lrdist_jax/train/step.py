@@ -81,10 +81,11 @@ class TrainStep:
     """The jitted train step: ``step(state, batch, head=...) -> (state, metrics)``, donating
     ``state``.
 
-    Off the CPU it is one executable. On the CPU, where the step compiles with
-    :func:`lrdist_jax.host.step_compiler_options`, it is two: the loss and gradients with those
-    options, then the optimizer update without them. YNNPACK's element-wise fusions speed up the
-    model's forward and backward passes, but each has a single output, so inside them AdamW's
+    Off the CPU (and with ``LRDIST_JAX_XLA_CPU_OPTIONS=0``) it is one executable. On the CPU,
+    where the step compiles with :func:`lrdist_jax.host.step_compiler_options`, it is two: the
+    loss and gradients with those options, then the optimizer update without them. YNNPACK's
+    element-wise fusions speed up the model's forward and backward passes, but each has a single
+    output, so inside them AdamW's
     update of the moments and the parameters becomes several passes over memory; XLA's own loop
     fusions write all three in one pass (the MiniLM's clip + ten-group AdamW update: 48 ms with
     the options, 30 ms without; ``docs/performance.md``, eighth round). The gradients pass from
