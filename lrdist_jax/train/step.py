@@ -85,11 +85,10 @@ class TrainStep:
     where the step compiles with :func:`lrdist_jax.host.step_compiler_options`, it is two: the
     loss and gradients with those options, then the optimizer update without them. YNNPACK's
     element-wise fusions speed up the model's forward and backward passes, but each has a single
-    output, so inside them AdamW's
-    update of the moments and the parameters becomes several passes over memory; XLA's own loop
-    fusions write all three in one pass (the MiniLM's clip + ten-group AdamW update: 48 ms with
-    the options, 30 ms without; ``docs/performance.md``, eighth round). The gradients pass from
-    one executable to the next in device memory.
+    output, so inside them AdamW's update of the moments and the parameters becomes several
+    passes over memory; XLA's own loop fusions write all three in one pass (the MiniLM's clip +
+    ten-group AdamW update: 48 ms with the options, 30 ms without; ``docs/performance.md``,
+    eighth round). The gradients pass from one executable to the next in device memory.
 
     Attributes:
       stages: the jitted functions, run in order: ``(step,)``, or ``(gradients, update)`` with
