@@ -96,6 +96,7 @@ class Tracker:
         self.start = objective.epochs_trained
         self.best = -math.inf
         self.curve: list[list[float]] = []  # [budget spent, best full-budget reward so far]
+        self.results: list[list[float]] = []  # [budget spent, reward] of each full-budget trial
         self.trials = 0
 
     @property
@@ -107,6 +108,7 @@ class Tracker:
         if status == "completed" and budget == self.max_budget and reward is not None:
             if math.isfinite(reward):
                 self.best = max(self.best, reward)
+                self.results.append([round(self.spent, 6), reward])
         self.curve.append([round(self.spent, 6), self.best if math.isfinite(self.best) else None])
 
 
@@ -368,6 +370,7 @@ def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, 
                 None if r["budget_to_target"] is None else r["budget_to_target"] / total
             )
         reached = [r["fraction_of_budget"] for r in rs if r["fraction_of_budget"] is not None]
+        early = [v for r in rs for s, v in r.get("results", ()) if s <= total / 3 + 1e-9]
         summary[method] = {
             "mean_final_best": float(
                 np.mean([r["final_best"] for r in rs if r["final_best"] is not None] or [np.nan])
@@ -375,6 +378,15 @@ def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, 
             "reached_target": f"{len(reached)}/{len(rs)}",
             "median_fraction_to_target": float(np.median(reached)) if reached else None,
             "within_a_third": sum(f <= 1 / 3 for f in reached),
+            # Of the full-budget results in the first third (runs that record them), the
+            # fraction at or above the target: what search_landscape.py's required_hit_rate
+            # is set against.
+            "results_in_a_third": len(early),
+            "hit_rate_in_a_third": (
+                sum(v >= target - 1e-12 for v in early) / len(early)
+                if early and target is not None
+                else None
+            ),
         }
     return target, summary
 
@@ -509,6 +521,7 @@ def main(argv=None) -> int:
                 {
                     "seed": seed,
                     "curve": tracker.curve,
+                    "results": tracker.results,
                     "trials": tracker.trials,
                     "spent": round(tracker.spent, 6),
                     "final_best": final_best(tracker.curve, total),

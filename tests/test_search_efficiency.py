@@ -3,11 +3,13 @@
 import json
 import pathlib
 import sys
+import types
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
 from search_efficiency import (  # noqa: E402
+    Tracker,
     budget_to_reach,
     final_best,
     hyperband_total,
@@ -34,6 +36,22 @@ def test_budget_to_reach_and_final_best_stop_at_the_total():
     assert final_best([[8, None]], 40) is None
 
 
+def test_tracker_records_the_best_and_every_full_budget_result():
+    objective = types.SimpleNamespace(epochs_trained=10.0)  # 10 epochs before this method
+    tracker = Tracker(objective, max_budget=4)
+    for spent, status, budget, reward in [
+        (2, "completed", 1, 1.9),  # a lower rung: budget spent, no result
+        (10, "completed", 4, 1.2),
+        (12, "stopped", 4, None),
+        (20, "completed", 4, 1.1),
+        (28, "failed", 4, float("nan")),
+    ]:
+        objective.epochs_trained = 10.0 + spent
+        tracker.record(status, budget, reward)
+    assert tracker.curve == [[2, None], [10, 1.2], [12, 1.2], [20, 1.2], [28, 1.2]]
+    assert tracker.results == [[10, 1.2], [20, 1.1]] and tracker.trials == 5
+
+
 def test_summarize_measures_every_method_against_random_searchs_mean():
     runs = {
         "random": [
@@ -41,8 +59,12 @@ def test_summarize_measures_every_method_against_random_searchs_mean():
             {"curve": [[8, 1.4], [16, 1.4]], "final_best": 1.4},
         ],
         "hyperband-gp": [
-            {"curve": [[4, None], [5, 1.3], [12, 1.5]], "final_best": 1.5},
-            {"curve": [[4, None], [16, 1.1]], "final_best": 1.1},
+            {
+                "curve": [[4, None], [5, 1.3], [12, 1.5]],
+                "results": [[5, 1.3], [5.25, 1.25], [12, 1.5]],
+                "final_best": 1.5,
+            },
+            {"curve": [[4, None], [16, 1.1]], "results": [[16, 1.1]], "final_best": 1.1},
         ],
     }
     target, summary = summarize(runs, total=16)
@@ -54,6 +76,10 @@ def test_summarize_measures_every_method_against_random_searchs_mean():
     assert [r["budget_to_target"] for r in runs["hyperband-gp"]] == [5, None]
     assert summary["random"]["reached_target"] == "1/2"  # the second seed, from its start
     assert runs["random"][1]["fraction_of_budget"] == pytest.approx(0.5)
+    # Results up to 16 / 3: 1.3 (a hit) and 1.25 (not); runs without "results" count none.
+    assert gp["results_in_a_third"] == 2 and gp["hit_rate_in_a_third"] == pytest.approx(0.5)
+    assert summary["random"]["results_in_a_third"] == 0
+    assert summary["random"]["hit_rate_in_a_third"] is None
     assert summarize({"hyperband-gp": runs["hyperband-gp"]}, 16)[0] is None  # no random runs
 
 
