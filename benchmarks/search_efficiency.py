@@ -31,10 +31,11 @@ Run (the smoke objective takes minutes on 2 CPU cores)::
     python benchmarks/search_efficiency.py --objective cpu --train-size 128 --eval-size 128 \
         --max-length 64 --max-budget 2 --eta 2 --seeds 0 1 2 --out bench_search_cpu
 
-Writes ``OUT/search_efficiency_<objective>.json`` after every method and seed, and ``.png`` at
-the end. ``--random-from EARLIER.json`` takes random search's runs from an earlier result with
-the same objective, space and ``--max-budget`` instead of running them again (they are
-deterministic per seed).
+Writes ``OUT/search_efficiency_<objective>.json`` after every method and seed (per run the
+curve, and under ``results`` every full-budget reward with the budget spent when it finished),
+and ``.png`` at the end. ``--random-from EARLIER.json`` takes random search's runs from an
+earlier result with the same objective, space and ``--max-budget`` instead of running them
+again (they are deterministic per seed).
 """
 
 from __future__ import annotations
@@ -355,6 +356,15 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _median_seed(reached: list[float], seeds: int) -> float | None:
+    """The median over ``seeds`` of the budget fractions, seeds missing from ``reached`` (which
+    never reached the target) counting as infinite; ``None`` if the median is infinite."""
+    if not seeds:
+        return None
+    median = float(np.median([*reached, *[math.inf] * (seeds - len(reached))]))
+    return median if math.isfinite(median) else None
+
+
 def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, dict]:
     """``(target, summary)``: random search's mean final best, and per method how often and
     with what fraction of the budget each seed reached it (adds both to every run record)."""
@@ -377,6 +387,9 @@ def summarize(runs: dict[str, list[dict]], total: float) -> tuple[float | None, 
             ),
             "reached_target": f"{len(reached)}/{len(rs)}",
             "median_fraction_to_target": float(np.median(reached)) if reached else None,
+            # Over every seed, a seed that never reached the target counting as the worst: the
+            # issue's target asks this to be at most 1/3 (None while half the seeds miss it).
+            "fraction_of_the_median_seed": _median_seed(reached, len(rs)),
             "within_a_third": sum(f <= 1 / 3 for f in reached),
             # Of the full-budget results in the first third (runs that record them), the
             # fraction at or above the target: what search_landscape.py's required_hit_rate

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
 from search_efficiency import (  # noqa: E402
     Tracker,
+    _median_seed,
     budget_to_reach,
     final_best,
     hyperband_total,
@@ -52,6 +53,13 @@ def test_tracker_records_the_best_and_every_full_budget_result():
     assert tracker.results == [[10, 1.2], [20, 1.1]] and tracker.trials == 5
 
 
+def test_the_median_seed_counts_the_seeds_that_never_reached_the_target():
+    assert _median_seed([0.25, 0.5, 0.75], 3) == pytest.approx(0.5)
+    assert _median_seed([0.25, 0.5, 0.75], 4) == pytest.approx(0.625)  # 0.5, 0.75 in the middle
+    assert _median_seed([0.25, 0.25, 0.25, 0.33, 0.63, 0.78], 10) == pytest.approx(0.705)
+    assert _median_seed([0.25], 3) is None and _median_seed([], 0) is None
+
+
 def test_summarize_measures_every_method_against_random_searchs_mean():
     runs = {
         "random": [
@@ -72,6 +80,8 @@ def test_summarize_measures_every_method_against_random_searchs_mean():
     gp = summary["hyperband-gp"]
     assert gp["reached_target"] == "1/2" and gp["within_a_third"] == 1
     assert gp["median_fraction_to_target"] == pytest.approx(5 / 16)
+    # Over both seeds, the one that missed counting as the worst: the median is not finite.
+    assert gp["fraction_of_the_median_seed"] is None
     assert gp["mean_final_best"] == pytest.approx(1.3)
     assert [r["budget_to_target"] for r in runs["hyperband-gp"]] == [5, None]
     assert summary["random"]["reached_target"] == "1/2"  # the second seed, from its start
