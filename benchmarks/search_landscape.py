@@ -60,6 +60,7 @@ __all__ = [
     "full_budget_results",
     "landscape_header",
     "main",
+    "read_jsonl",
     "screened_hit_rate",
 ]
 
@@ -168,11 +169,28 @@ def analyze(
     }
 
 
-def _read(path: str) -> list[dict]:
+def read_jsonl(path: str) -> tuple[list[dict], int]:
+    """The records of a landscape JSONL and the length in bytes of its intact part.
+
+    A last line cut short (the run was killed while writing it) is dropped, and the caller
+    truncates the file to the intact part before appending; a damaged line before the last is
+    an error (``ValueError`` naming the line).
+    """
     if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [], 0
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    records, size = [], 0
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if i < len(lines) - 1:  # a complete line (newline-terminated) that is damaged
+                    raise ValueError(f"{path}: line {i + 1} is not JSON; remove it.") from None
+                break
+        size += len(line) + 1
+    return records, min(size, os.path.getsize(path))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +231,10 @@ def main(argv: list[str] | None = None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"search_landscape_{args.objective}")
     header = landscape_header(args)
-    records = _read(stem + ".jsonl")
+    try:
+        records, intact = read_jsonl(stem + ".jsonl")
+    except ValueError as e:
+        p.error(str(e))
     if records and records[0].get("header") != header:
         p.error(f"{stem}.jsonl holds another set-up; pass another --out or remove it.")
     done = {r["k"] for r in records[1:]}
@@ -231,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         lrs = [sampler.ask()["lrs"] for _ in range(args.configs)]
         with open(stem + ".jsonl", "a") as log:
+            log.truncate(intact)  # drops a last line cut short by a killed run
             if not records:
                 log.write(json.dumps({"header": header}) + "\n")
             for k in tqdm(todo, desc="configurations"):
@@ -246,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
                     record["seconds"][str(b)] = round(time.perf_counter() - t, 2)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-        records = _read(stem + ".jsonl")
+        records, _ = read_jsonl(stem + ".jsonl")
     rows = [r for r in records[1:] if r["k"] < args.configs]
     rows = [r for r in rows if all(r["rewards"].get(str(b)) is not None for b in budgets)]
     if len(rows) < 2:

@@ -16,6 +16,7 @@ from search_landscape import (  # noqa: E402
     full_budget_results,
     landscape_header,
     main,
+    read_jsonl,
     screened_hit_rate,
 )
 
@@ -108,3 +109,16 @@ def test_cli_analyses_its_jsonl_and_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "--analyze-only"])
     assert e.value.code == 2 and "another set-up" in capsys.readouterr().err
+
+
+def test_read_jsonl_drops_a_torn_last_line_and_names_a_damaged_one(tmp_path):
+    path = tmp_path / "l.jsonl"
+    assert read_jsonl(str(path)) == ([], 0)
+    intact = '{"header": 1}\n{"k": 0}\n'
+    path.write_text(intact + '{"k": 1, "rew')  # killed while writing the third line
+    assert read_jsonl(str(path)) == ([{"header": 1}, {"k": 0}], len(intact))
+    path.write_text(intact)
+    assert read_jsonl(str(path)) == ([{"header": 1}, {"k": 0}], len(intact))
+    path.write_text('{"header": 1}\n{"k": 0\n{"k": 1}\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        read_jsonl(str(path))
