@@ -138,6 +138,7 @@ def analyze(
     in_third = int((total / 3) // (2 * max_budget))
     results = full_budget_results(max_budget, eta, iterations, bracket_order, total / 3)
     k = len(results)
+    required = 1.0 - 0.5 ** (1.0 / k) if k else None
     quantiles = (0.5, 0.75, 0.9, 0.95, 1.0)
     return {
         "configs": int(full.size),
@@ -164,33 +165,33 @@ def analyze(
         "random_trials_in_a_third": in_third,
         "random_within_a_third": 1.0 - (1.0 - hit_rate) ** in_third,
         "hyperband_results_in_a_third": results,
-        "required_hit_rate": 1.0 - 0.5 ** (1.0 / k) if k else None,
-        "required_over_random": (1.0 - 0.5 ** (1.0 / k)) / hit_rate if k and hit_rate else None,
+        "required_hit_rate": required,
+        "required_over_random": required / hit_rate if required and hit_rate else None,
     }
 
 
 def read_jsonl(path: str) -> tuple[list[dict], int]:
     """The records of a landscape JSONL and the length in bytes of its intact part.
 
-    A last line cut short (the run was killed while writing it) is dropped, and the caller
-    truncates the file to the intact part before appending; a damaged line before the last is
+    A last line without its newline (the run was killed while writing it) is dropped, and the
+    caller truncates the file to the intact part before appending; a damaged complete line is
     an error (``ValueError`` naming the line).
     """
     if not os.path.exists(path):
         return [], 0
     with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    records, size = [], 0
-    for i, line in enumerate(lines):
+        lines = f.read().splitlines(keepends=True)
+    records, intact = [], 0
+    for i, line in enumerate(lines, 1):
+        if not line.endswith(b"\n"):
+            break
         if line.strip():
             try:
                 records.append(json.loads(line))
             except ValueError:
-                if i < len(lines) - 1:  # a complete line (newline-terminated) that is damaged
-                    raise ValueError(f"{path}: line {i + 1} is not JSON; remove it.") from None
-                break
-        size += len(line) + 1
-    return records, min(size, os.path.getsize(path))
+                raise ValueError(f"{path}: line {i} is not JSON; remove it.") from None
+        intact += len(line)
+    return records, intact
 
 
 def build_parser() -> argparse.ArgumentParser:

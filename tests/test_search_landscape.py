@@ -117,6 +117,8 @@ def test_read_jsonl_drops_a_torn_last_line_and_names_a_damaged_one(tmp_path):
     intact = '{"header": 1}\n{"k": 0}\n'
     path.write_text(intact + '{"k": 1, "rew')  # killed while writing the third line
     assert read_jsonl(str(path)) == ([{"header": 1}, {"k": 0}], len(intact))
+    path.write_text(intact + '{"k": 1}')  # killed before the newline: appending would join it
+    assert read_jsonl(str(path)) == ([{"header": 1}, {"k": 0}], len(intact))
     path.write_text(intact)
     assert read_jsonl(str(path)) == ([{"header": 1}, {"k": 0}], len(intact))
     path.write_text('{"header": 1}\n{"k": 0\n{"k": 1}\n')
